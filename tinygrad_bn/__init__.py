@@ -1,0 +1,12 @@
+"""tinygrad_bn: a small reverse-mode autodiff engine over NumPy for seeing how normalization works."""
+from .tensor import Tensor, where
+from .function import Function, no_grad, enable_grad, is_grad_enabled, set_grad_enabled
+from .autograd import grad
+from .gradcheck import gradcheck, GradcheckError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
+    "grad", "gradcheck", "GradcheckError", "where", "__version__",
+]

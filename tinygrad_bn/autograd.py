@@ -1,0 +1,288 @@
+"""The backward engine: dependency counting (iterative), gradient flow, ``grad()``.
+
+Nodes are processed in topological order by counting, for each node, how many edges from
+the rest of the graph still owe it a gradient (Kahn's algorithm); nothing recurses, so a graph
+100,000 ops deep is fine. Broadcast gradients are reduced to each input's shape in one
+place, ``unbroadcast``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .function import FREED, Function, _grad_mode
+from .tensor import Tensor, _from_op
+
+
+def unbroadcast(g, shape: tuple):
+    """Sum ``g`` (ndarray or Tensor) down to ``shape``, undoing NumPy broadcasting.
+
+    Leading axes that broadcasting added are summed away, then axes where ``shape`` has size
+    1 are summed with keepdims. Raises RuntimeError when ``g`` cannot come from ``shape``.
+    """
+    gshape = g.shape
+    if gshape == shape:
+        return g
+    nd = len(gshape) - len(shape)
+    if nd < 0 or any(s != 1 and gshape[i + nd] != s for i, s in enumerate(shape)):
+        raise RuntimeError(f"gradient of shape {gshape} cannot be reduced to shape {shape}")
+    axes = tuple(range(nd)) + tuple(
+        i + nd for i, s in enumerate(shape) if s == 1 and gshape[i + nd] != 1
+    )
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    if nd:
+        g = g.reshape(shape)
+    return g
+
+
+def _count_dependencies(roots: list) -> dict:
+    """For every node reachable from ``roots``: how many edges point to it (iteratively)."""
+    deps: dict = {}
+    stack = [r for r in roots if isinstance(r, Function)]
+    for r in stack:
+        deps[r] = 0
+    seen_roots = set(stack)
+    stack = list(seen_roots)
+    while stack:
+        node = stack.pop()
+        parents = node.parents
+        if parents is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time: the graph of "
+                f"{type(node).__name__} was freed by an earlier backward(). Pass "
+                "retain_graph=True to the first backward() or grad() call if you need to "
+                "backward twice."
+            )
+        for p in parents:
+            if isinstance(p, Function):
+                if p in deps:
+                    deps[p] += 1
+                else:
+                    deps[p] = 1
+                    stack.append(p)
+    return deps
+
+
+def _call_backward(node: Function, g, graph_mode: bool) -> tuple:
+    """Run one node's backward; returns one gradient (or None) per input."""
+    if node._raw:
+        node._graph_mode = graph_mode
+        try:
+            out = node.backward(node, g)
+        finally:
+            if graph_mode:
+                node._graph_mode = False
+    elif graph_mode:
+        out = node.backward(node, g)
+    else:  # a user Function outside graph mode: it receives and returns Tensors
+        out = node.backward(node, _from_op(g, None))
+    if not isinstance(out, tuple):
+        out = (out,)
+    n = len(node.parents)
+    if len(out) != n:
+        raise RuntimeError(
+            f"{type(node).__name__}.backward returned {len(out)} gradient(s), expected {n} "
+            "(one per positional input of forward, None where there is none)"
+        )
+    if not graph_mode and not node._raw:
+        out = tuple(o.data if isinstance(o, Tensor) else o for o in out)
+    return out
+
+
+def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
+         inputs: Sequence[Tensor] | None = None):
+    """Propagate ``root_grads`` from ``roots`` (nodes or leaf Tensors) through the graph.
+
+    With ``inputs=None`` leaf gradients accumulate into ``.grad``; otherwise the gradients of
+    ``inputs`` are returned (a dict keyed by node or leaf) and ``.grad`` is left alone.
+    """
+    deps = _count_dependencies(roots)
+    grads: dict = {}
+    for r, g in zip(roots, root_grads):
+        grads[r] = grads[r] + g if r in grads else g
+    wanted = None
+    captured: dict = {}
+    if inputs is not None:
+        wanted = {}
+        for t in inputs:
+            key = t._ctx if t._ctx is not None else t
+            wanted[key] = True
+    # leaf roots (backward() on a leaf) receive their gradient directly
+    for r in list(grads):
+        if isinstance(r, Tensor):
+            _deliver_leaf(r, grads.pop(r), wanted, captured, graph_mode)
+    ready = [r for r in deps if deps[r] == 0]
+    while ready:
+        node = ready.pop()
+        g = grads.pop(node, None)
+        if wanted is not None and node in wanted and g is not None:
+            captured[node] = g
+        retained = node._retained
+        if retained is not None and g is not None and not graph_mode:
+            t = retained()
+            if t is not None:
+                t.grad = np.array(g, dtype=t.data.dtype) if t.grad is None else t.grad + g
+        parents = node.parents
+        if g is not None:
+            results = _call_backward(node, g, graph_mode)
+            if not graph_mode and len(results) == 2 and results[0] is results[1] \
+                    and results[0] is not None:
+                results = (results[0], results[0].copy())
+        else:
+            results = (None,) * len(parents)
+        for p, gp in zip(parents, results):
+            if p is None:
+                continue
+            is_leaf = isinstance(p, Tensor)
+            if gp is not None:
+                shape = p.data.shape if is_leaf else p.shape
+                if gp.shape != shape:
+                    try:
+                        gp = unbroadcast(gp, shape)
+                    except RuntimeError:
+                        raise RuntimeError(
+                            f"{type(node).__name__}.backward returned a gradient of shape "
+                            f"{gp.shape} for an input of shape {shape}"
+                        ) from None
+            if is_leaf:
+                if gp is not None:
+                    _deliver_leaf(p, gp, wanted, captured, graph_mode)
+                continue
+            if gp is not None:
+                prev = grads.get(p)
+                grads[p] = gp if prev is None else prev + gp
+            left = deps[p] - 1
+            deps[p] = left
+            if left == 0:
+                ready.append(p)
+        if not retain_graph:
+            node.parents = None
+            node._saved = FREED
+            if node._inputs:
+                node._inputs = FREED
+            if node._out is not None:
+                node._out = FREED
+    return captured
+
+
+def _deliver_leaf(leaf: Tensor, g, wanted, captured, graph_mode):
+    if wanted is not None:
+        if leaf in wanted:
+            prev = captured.get(leaf)
+            captured[leaf] = g if prev is None else prev + g
+        return
+    if graph_mode:  # not reached: backward() never builds a graph
+        g = g.data
+    cur = leaf.grad
+    if cur is None:
+        if type(g) is np.ndarray and g.base is None and g.flags.writeable \
+                and g.dtype == leaf.data.dtype:
+            leaf.grad = g
+        else:
+            leaf.grad = np.array(g, dtype=leaf.data.dtype)
+    else:
+        if cur.shape != leaf.data.shape:
+            raise RuntimeError(f".grad of shape {cur.shape} does not match its Tensor's shape "
+                               f"{leaf.data.shape}")
+        cur += g
+
+
+def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
+    if g is None:
+        if t.data.size != 1:
+            raise RuntimeError(
+                f"grad can be implicitly created only for outputs with one element; {what} "
+                f"has shape {t.shape}: pass a gradient of that shape"
+            )
+        arr = np.ones(t.data.shape, dtype=t.data.dtype)
+        return _from_op(arr, None) if graph_mode else arr
+    if isinstance(g, Tensor):
+        gshape = g.shape
+    else:
+        g = np.asarray(g)
+        gshape = g.shape
+    if gshape != t.data.shape:
+        raise RuntimeError(
+            f"mismatch in shape: the gradient for {what} has shape {gshape} but {what} has "
+            f"shape {t.shape}"
+        )
+    if graph_mode:
+        return g if isinstance(g, Tensor) else _from_op(np.array(g, dtype=t.data.dtype), None)
+    data = g.data if isinstance(g, Tensor) else g
+    return np.array(data, dtype=t.data.dtype)  # a copy: the engine may hand it to a leaf
+
+
+def _root_key(t: Tensor, what: str):
+    if not t.requires_grad:
+        raise RuntimeError(
+            f"{what} does not require grad and has no graph: nothing to differentiate "
+            "(did you forget requires_grad=True, or compute it under no_grad()?)"
+        )
+    return t._ctx if t._ctx is not None else t
+
+
+def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
+    """``tensor.backward(gradient, retain_graph)``: accumulate into leaves' ``.grad``."""
+    key = _root_key(tensor, "the output")
+    g = _root_grad(tensor, gradient, False, "the output")
+    prev = _grad_mode.enabled
+    _grad_mode.enabled = False
+    try:
+        _run([key], [g], retain_graph=retain_graph, graph_mode=False)
+    finally:
+        _grad_mode.enabled = prev
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False,
+         retain_graph: bool | None = None, allow_unused: bool = False) -> tuple:
+    """Gradients of ``outputs`` with respect to ``inputs``, like ``torch.autograd.grad``.
+
+    Returns a tuple of Tensors, one per input (None for an unused input when
+    ``allow_unused=True``). ``.grad`` attributes are not touched. With ``create_graph=True``
+    the results carry a graph of their own, so they can be differentiated again
+    (Hessian-vector products). ``retain_graph`` defaults to ``create_graph``.
+    """
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, (Tensor, np.ndarray)):
+        gouts = [grad_outputs] * len(outs) if grad_outputs is None else [grad_outputs]
+    else:
+        gouts = list(grad_outputs)
+    if len(gouts) != len(outs):
+        raise RuntimeError(f"grad: {len(outs)} output(s) but {len(gouts)} grad_outputs")
+    for i, t in enumerate(ins):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad: inputs[{i}] is a {type(t).__name__}, not a Tensor")
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: inputs[{i}] (shape {t.shape}) does not require grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    keys = [_root_key(t, f"outputs[{i}]") for i, t in enumerate(outs)]
+    gs = [_root_grad(t, g, create_graph, f"outputs[{i}]")
+          for i, (t, g) in enumerate(zip(outs, gouts))]
+    prev = _grad_mode.enabled
+    _grad_mode.enabled = bool(create_graph)
+    try:
+        captured = _run(keys, gs, retain_graph=retain_graph, graph_mode=create_graph,
+                        inputs=ins)
+    finally:
+        _grad_mode.enabled = prev
+    result = []
+    for i, t in enumerate(ins):
+        key = t._ctx if t._ctx is not None else t
+        g = captured.get(key)
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    f"grad: inputs[{i}] (shape {t.shape}) was not used to compute the outputs "
+                    "(pass allow_unused=True to get None for it)"
+                )
+            result.append(None)
+        elif isinstance(g, Tensor):
+            result.append(g)
+        else:
+            result.append(_from_op(np.array(g, dtype=t.data.dtype) if g.dtype != t.data.dtype
+                                   or not g.flags.writeable else g, None))
+    return tuple(result)

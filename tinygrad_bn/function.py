@@ -1,0 +1,231 @@
+"""The ``Function`` base class (one graph node per call) and the grad mode.
+
+A ``Function`` subclass defines ``forward(ctx, *inputs)`` and ``backward(ctx, grad)``.
+``Op.apply(*inputs)`` runs ``forward`` with recording off and, when an input requires a
+gradient, returns a Tensor whose ``_ctx`` is the ``ctx`` object: the node of the graph.
+
+A node points at the nodes of its inputs (or at the leaf Tensors themselves), never at
+intermediate Tensors and never at its own output, so intermediate values live only as long as
+something saved them, and a graph is freed by reference counting alone (no cycles).
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import numpy as np
+
+
+class _GradMode(threading.local):
+    """Per-thread switch for graph recording (``no_grad`` in one thread leaves others alone)."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    """True when operations on Tensors that require grad are recorded."""
+    return _grad_mode.enabled
+
+
+def set_grad_enabled(mode: bool) -> None:
+    """Turn recording on or off in this thread (prefer the context managers)."""
+    _grad_mode.enabled = bool(mode)
+
+
+class _GradModeContext:
+    _value = True
+
+    def __enter__(self):
+        self._prev = _grad_mode.enabled
+        _grad_mode.enabled = self._value
+        return self
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        """Use as a decorator: the wrapped function runs in this grad mode."""
+        value = self._value
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            prev = _grad_mode.enabled
+            _grad_mode.enabled = value
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _grad_mode.enabled = prev
+
+        return wrapper
+
+
+class no_grad(_GradModeContext):
+    """Context manager (and decorator) that turns graph recording off in this thread."""
+
+    _value = False
+
+
+class enable_grad(_GradModeContext):
+    """Context manager (and decorator) that turns graph recording on in this thread."""
+
+    _value = True
+
+
+class _FreedType:
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<freed>"
+
+
+FREED = _FreedType()
+
+_FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or to read saved values after they "
+    "were freed): the saved values of {op} were freed by an earlier backward(). Pass "
+    "retain_graph=True to the first backward() or grad() call if you need to backward twice."
+)
+
+
+def freed_error(node) -> RuntimeError:
+    return RuntimeError(_FREED_MESSAGE.format(op=type(node).__name__))
+
+
+class Function:
+    """Base class of every graph node; the instance is also the ``ctx`` of its op.
+
+    Subclass it with static (or class) methods::
+
+        class Square(Function):
+            @staticmethod
+            def forward(ctx, x):            # x: Tensor, recording off
+                ctx.save_for_backward(x)
+                return x * x
+            @staticmethod
+            def backward(ctx, grad):        # grad: Tensor shaped like the output
+                (x,) = ctx.saved_tensors
+                return 2 * x * grad         # one gradient per positional input
+
+        y = Square.apply(t)
+
+    ``forward`` receives the arguments as given (Tensors stay Tensors) and returns a Tensor or
+    an ndarray. ``backward`` receives the output's gradient as a Tensor and returns one
+    gradient per positional input (``None`` where there is none); when it is written with
+    Tensor ops, ``grad(..., create_graph=True)`` differentiates through it again.
+    ``ctx.needs_input_grad`` tells which inputs want a gradient; plain attributes set on
+    ``ctx`` in ``forward`` are there in ``backward``.
+
+    Node attributes read by the engine and by ``viz``: ``parents`` (one edge per positional
+    input: the input's node, the leaf Tensor itself, or None), ``shape`` and ``dtype`` of the
+    output, ``out_name`` (the output Tensor's name, if it was given one).
+    """
+
+    # Primitives (ops.py) set this: their forward/backward run on raw ndarrays when no
+    # differentiable backward graph is being built.
+    _raw = False
+    parents: tuple | None = None
+    needs_input_grad: tuple = ()
+    shape: tuple = ()
+    dtype = None
+    out_name: str | None = None
+    scope = None  # the module / norm call that made the node (for drawing clusters)
+    _saved: Any = ()
+    _inputs: Any = ()
+    _out: Any = None
+    _retained = None  # weakref to an output Tensor that asked for retain_grad()
+    _graph_mode = False  # True while backward builds a differentiable graph
+
+    # -- ctx API -----------------------------------------------------------------------
+    def save_for_backward(self, *values) -> None:
+        """Keep ``values`` (Tensors, ndarrays or None) for ``backward``."""
+        self._saved = values
+
+    @property
+    def saved_tensors(self) -> tuple:
+        """What ``forward`` saved; freed by ``backward()`` unless ``retain_graph=True``."""
+        saved = self._saved
+        if saved is FREED:
+            raise freed_error(self)
+        return saved
+
+    @property
+    def name(self) -> str:
+        """The op's name as drawn in graphs (``mul``, ``matmul``, ...)."""
+        return type(self).__dict__.get("op_name") or type(self).__name__.lower()
+
+    def __repr__(self):
+        return f"<{type(self).__name__} node, output shape {self.shape}>"
+
+    # -- subclass interface ------------------------------------------------------------
+    @staticmethod
+    def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError("Function subclasses must implement forward(ctx, ...)")
+
+    @staticmethod
+    def backward(ctx, grad):  # pragma: no cover - abstract
+        raise NotImplementedError("Function subclasses must implement backward(ctx, grad)")
+
+    # -- application -------------------------------------------------------------------
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        """Run ``forward`` on the inputs; record a node when an input requires grad."""
+        record = _grad_mode.enabled and any(
+            isinstance(a, Tensor) and a.requires_grad for a in args
+        )
+        ctx = cls()
+        prev = _grad_mode.enabled
+        _grad_mode.enabled = False
+        try:
+            out = cls.forward(ctx, *args, **kwargs)
+        finally:
+            _grad_mode.enabled = prev
+        if isinstance(out, Tensor):
+            out = out.data
+        elif isinstance(out, (tuple, list)):
+            raise TypeError(
+                f"{cls.__name__}.forward returned a {type(out).__name__}; a Function has "
+                "exactly one output (a Tensor or an ndarray)"
+            )
+        if not record:
+            return _from_op(out, None)
+        ctx.parents = tuple(_edge(a) for a in args)
+        ctx.needs_input_grad = tuple(e is not None for e in ctx.parents)
+        return _from_op(out, ctx)
+
+
+def _edge(a):
+    """The graph edge to input ``a``: its node, the leaf Tensor itself, or None."""
+    if isinstance(a, Tensor) and a.requires_grad:
+        return a._ctx if a._ctx is not None else a
+    return None
+
+
+# Bound by tensor.py once the Tensor class exists (tensor.py imports this module).
+Tensor = None
+_from_op = None
+
+
+def _bind(tensor_cls, from_op) -> None:
+    global Tensor, _from_op
+    Tensor, _from_op = tensor_cls, from_op
+
+
+class _NoCtx:
+    """The ctx a primitive's forward gets when nothing records: it keeps nothing."""
+
+    __slots__ = ()
+    needs_input_grad = ()
+
+    def save_for_backward(self, *values) -> None:
+        pass
+
+    def __setattr__(self, name, value) -> None:
+        pass
+
+
+NO_CTX = _NoCtx()
