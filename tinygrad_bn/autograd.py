@@ -68,16 +68,15 @@ def _count_dependencies(roots: list) -> dict:
 def _call_backward(node: Function, g, graph_mode: bool) -> tuple:
     """Run one node's backward; returns one gradient (or None) per input."""
     if node._raw:
-        node._graph_mode = graph_mode
+        if not graph_mode:
+            return node.backward(node, g)
+        node._graph_mode = True
         try:
-            out = node.backward(node, g)
+            return node.backward(node, g)
         finally:
-            if graph_mode:
-                node._graph_mode = False
-    elif graph_mode:
-        out = node.backward(node, g)
-    else:  # a user Function outside graph mode: it receives and returns Tensors
-        out = node.backward(node, _from_op(g, None))
+            node._graph_mode = False
+    # a user Function: it receives and returns Tensors
+    out = node.backward(node, g if graph_mode else _from_op(g, None))
     if not isinstance(out, tuple):
         out = (out,)
     n = len(node.parents)
@@ -86,9 +85,23 @@ def _call_backward(node: Function, g, graph_mode: bool) -> tuple:
             f"{type(node).__name__}.backward returned {len(out)} gradient(s), expected {n} "
             "(one per positional input of forward, None where there is none)"
         )
-    if not graph_mode and not node._raw:
-        out = tuple(o.data if isinstance(o, Tensor) else o for o in out)
+    if not graph_mode:
+        out = [o.data if isinstance(o, Tensor) else o for o in out]
+        seen = set()
+        for i, o in enumerate(out):  # an array handed to two inputs must not be shared
+            if o is not None:
+                if id(o) in seen:
+                    out[i] = o.copy()
+                seen.add(id(o))
+        out = tuple(out)
     return out
+
+
+def _shape_error(node, gshape, shape):
+    return RuntimeError(
+        f"{type(node).__name__}.backward returned a gradient of shape {gshape} for an input "
+        f"of shape {shape}"
+    )
 
 
 def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
@@ -105,29 +118,24 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     wanted = None
     captured: dict = {}
     if inputs is not None:
-        wanted = {}
-        for t in inputs:
-            key = t._ctx if t._ctx is not None else t
-            wanted[key] = True
-    # leaf roots (backward() on a leaf) receive their gradient directly
-    for r in list(grads):
+        wanted = {(t._ctx if t._ctx is not None else t): True for t in inputs}
+    for r in list(grads):  # leaf roots (backward() on a leaf) take their gradient directly
         if isinstance(r, Tensor):
-            _deliver_leaf(r, grads.pop(r), wanted, captured, graph_mode)
+            _deliver_leaf(r, grads.pop(r), wanted, captured)
     ready = [r for r in deps if deps[r] == 0]
+    pop = ready.pop
+    push = ready.append
     while ready:
-        node = ready.pop()
+        node = pop()
         g = grads.pop(node, None)
-        if wanted is not None and node in wanted and g is not None:
-            captured[node] = g
-        retained = node._retained
-        if retained is not None and g is not None and not graph_mode:
-            t = retained()
-            if t is not None:
-                t.grad = np.array(g, dtype=t.data.dtype) if t.grad is None else t.grad + g
         parents = node.parents
         if g is not None:
+            if wanted is not None and node in wanted:
+                captured[node] = g
+            if node._retained is not None and not graph_mode:
+                _retain(node, g)
             results = _call_backward(node, g, graph_mode)
-            if not graph_mode and len(results) == 2 and results[0] is results[1] \
+            if len(results) == 2 and results[0] is results[1] and not graph_mode \
                     and results[0] is not None:
                 results = (results[0], results[0].copy())
         else:
@@ -135,51 +143,52 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         for p, gp in zip(parents, results):
             if p is None:
                 continue
-            is_leaf = isinstance(p, Tensor)
-            if gp is not None:
-                shape = p.data.shape if is_leaf else p.shape
-                if gp.shape != shape:
-                    try:
-                        gp = unbroadcast(gp, shape)
-                    except RuntimeError:
-                        raise RuntimeError(
-                            f"{type(node).__name__}.backward returned a gradient of shape "
-                            f"{gp.shape} for an input of shape {shape}"
-                        ) from None
-            if is_leaf:
+            if isinstance(p, Tensor):
                 if gp is not None:
-                    _deliver_leaf(p, gp, wanted, captured, graph_mode)
+                    if gp.shape != p.data.shape:
+                        try:
+                            gp = unbroadcast(gp, p.data.shape)
+                        except RuntimeError:
+                            raise _shape_error(node, gp.shape, p.data.shape) from None
+                    _deliver_leaf(p, gp, wanted, captured)
                 continue
             if gp is not None:
+                if gp.shape != p.shape:
+                    try:
+                        gp = unbroadcast(gp, p.shape)
+                    except RuntimeError:
+                        raise _shape_error(node, gp.shape, p.shape) from None
                 prev = grads.get(p)
                 grads[p] = gp if prev is None else prev + gp
             left = deps[p] - 1
             deps[p] = left
             if left == 0:
-                ready.append(p)
+                push(p)
         if not retain_graph:
             node.parents = None
             node._saved = FREED
-            if node._inputs:
-                node._inputs = FREED
-            if node._out is not None:
-                node._out = FREED
+            node._inputs = FREED
+            node._out = FREED
     return captured
 
 
-def _deliver_leaf(leaf: Tensor, g, wanted, captured, graph_mode):
+def _retain(node, g) -> None:
+    t = node._retained()
+    if t is not None:
+        t.grad = np.array(g, dtype=t.data.dtype) if t.grad is None else t.grad + g
+
+
+def _deliver_leaf(leaf: Tensor, g, wanted, captured) -> None:
     if wanted is not None:
         if leaf in wanted:
             prev = captured.get(leaf)
             captured[leaf] = g if prev is None else prev + g
         return
-    if graph_mode:  # not reached: backward() never builds a graph
-        g = g.data
     cur = leaf.grad
     if cur is None:
         if type(g) is np.ndarray and g.base is None and g.flags.writeable \
                 and g.dtype == leaf.data.dtype:
-            leaf.grad = g
+            leaf.grad = g  # a fresh array nobody else holds
         else:
             leaf.grad = np.array(g, dtype=leaf.data.dtype)
     else:

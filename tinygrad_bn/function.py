@@ -18,9 +18,11 @@ import numpy as np
 
 
 class _GradMode(threading.local):
-    """Per-thread switch for graph recording (``no_grad`` in one thread leaves others alone)."""
+    """Per-thread switch for graph recording (``no_grad`` in one thread leaves others alone),
+    and the innermost open ``scope`` (the norm call or module whose ops are being recorded)."""
 
     enabled = True
+    scope = None
 
 
 _grad_mode = _GradMode()
@@ -74,6 +76,54 @@ class enable_grad(_GradModeContext):
     """Context manager (and decorator) that turns graph recording on in this thread."""
 
     _value = True
+
+
+class Scope:
+    """A labelled group of graph nodes (one call of a module or of a norm function).
+
+    Nodes recorded while a scope is open get ``node.scope``; ``viz`` draws each scope as a
+    cluster. Scopes nest through ``parent``; each call opens a new one.
+    """
+
+    __slots__ = ("label", "parent", "kind")
+
+    def __init__(self, label: str, parent: "Scope | None" = None, kind: str = ""):
+        self.label = label
+        self.parent = parent
+        self.kind = kind
+
+    def path(self) -> list:
+        """Labels from the outermost scope to this one."""
+        out, s = [], self
+        while s is not None:
+            out.append(s.label)
+            s = s.parent
+        return out[::-1]
+
+    def __repr__(self):
+        return f"Scope({' / '.join(self.path())!r})"
+
+
+class scope:
+    """``with scope("BatchNorm1d (bn1)"):`` groups the nodes recorded inside into one cluster."""
+
+    def __init__(self, label: str, kind: str = ""):
+        self.label = label
+        self.kind = kind
+
+    def __enter__(self) -> Scope:
+        self._prev = _grad_mode.scope
+        s = Scope(self.label, self._prev, self.kind)
+        _grad_mode.scope = s
+        return s
+
+    def __exit__(self, *exc):
+        _grad_mode.scope = self._prev
+        return False
+
+
+def current_scope() -> "Scope | None":
+    return _grad_mode.scope
 
 
 class _FreedType:

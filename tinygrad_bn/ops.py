@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .function import FREED, NO_CTX, Function, _edge, _grad_mode, freed_error
+from .function import FREED, NO_CTX, Function, _grad_mode, freed_error
 
 
 class Primitive(Function):
@@ -43,7 +43,10 @@ class Primitive(Function):
             raise freed_error(self)
         if self._graph_mode:
             return v
-        return tuple(x.data if isinstance(x, Tensor) else x for x in v)
+        if len(v) == 2:
+            a, b = v
+            return (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor) else b)
+        return tuple([x.data if isinstance(x, Tensor) else x for x in v])
 
     def output(self):
         """The op's own output: an ndarray in raw mode, a Tensor of this node in graph mode.
@@ -62,12 +65,24 @@ class Primitive(Function):
     @classmethod
     def apply(cls, *args, **params):
         """Apply to inputs (Tensors, ndarrays or Python scalars); ``params`` are settings."""
-        datas = [a.data if isinstance(a, Tensor) else a for a in args]
-        if _grad_mode.enabled and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        datas = []
+        edges = []
+        record = False
+        for a in args:
+            if isinstance(a, Tensor):
+                datas.append(a.data)
+                if a.requires_grad:
+                    record = True
+                    edges.append(a._ctx or a)
+                    continue
+            else:
+                datas.append(a)
+            edges.append(None)
+        if record and _grad_mode.enabled:
             ctx = cls()
             out = cls.forward(ctx, *datas, **params)
-            ctx.parents = edges = tuple(_edge(a) for a in args)
-            ctx.needs_input_grad = tuple(e is not None for e in edges)
+            ctx.parents = tuple(edges)
+            ctx.needs_input_grad = tuple([e is not None for e in edges])
             if cls._save_slice is not None:
                 ctx._inputs = args[cls._save_slice]
             if cls.save_output:
@@ -94,11 +109,26 @@ def _log(x):
     return x.log() if _is_tensor(x) else np.log(x)
 
 
-def _expand(g, shape):
-    """Broadcast ``g`` to ``shape`` (a read-only view for ndarrays, an Expand node for Tensors)."""
+_MATERIALIZE_MAX = 1 << 14  # broadcast gradients up to this size are written out
+
+
+def _expand(g, shape, scale=None):
+    """``g * scale`` broadcast to ``shape``: an Expand node for Tensors; for ndarrays a new
+    array when small (cheaper than ``np.broadcast_to``'s Python overhead), a read-only view
+    when large (no memory)."""
     if _is_tensor(g):
-        return Expand.apply(g, shape=shape)
-    return np.broadcast_to(g, shape)
+        return Expand.apply(g if scale is None else g * scale, shape=shape)
+    n = 1
+    for s in shape:
+        n *= s
+    if n <= _MATERIALIZE_MAX:
+        out = np.empty(shape, dtype=g.dtype)
+        if scale is None:
+            out[...] = g
+        else:
+            np.multiply(g, scale, out=out)
+        return out
+    return np.broadcast_to(g if scale is None else g * scale, shape)
 
 
 def _keepdims_shape(shape: tuple, axes: tuple) -> tuple:
@@ -333,7 +363,7 @@ class Sum(Primitive):
         ctx.in_shape = a.shape
         ctx.axes = axis
         ctx.keepdims = keepdims
-        return np.sum(a, axis=axis, keepdims=keepdims)
+        return np.add.reduce(a, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
@@ -350,17 +380,18 @@ class Mean(Primitive):
         ctx.in_shape = a.shape
         ctx.axes = axis
         ctx.keepdims = keepdims
-        return np.mean(a, axis=axis, keepdims=keepdims)
+        n = 1
+        for i in axis:
+            n *= a.shape[i]
+        ctx.n = n
+        return np.add.reduce(a, axis=axis, keepdims=keepdims) / n
 
     @staticmethod
     def backward(ctx, g):
         shape = ctx.in_shape
-        n = 1
-        for i in ctx.axes:
-            n *= shape[i]
         if not ctx.keepdims:
             g = g.reshape(_keepdims_shape(shape, ctx.axes))
-        return (_expand(g * (1.0 / n), shape),)
+        return (_expand(g, shape, 1.0 / ctx.n),)
 
 
 class Max(Primitive):

@@ -29,6 +29,9 @@ def _from_op(data, ctx) -> "Tensor":
         t.requires_grad = True
         ctx.shape = data.shape
         ctx.dtype = data.dtype
+        sc = _grad_mode.scope
+        if sc is not None:
+            ctx.scope = sc
     return t
 
 

@@ -1,0 +1,50 @@
+"""Shared test helpers.
+
+Tests that need PyTorch (the oracle) or Graphviz's ``dot`` binary skip when those are missing,
+unless TINYGRAD_BN_STRICT=1 is set (as CI does): then they fail instead of skipping.
+"""
+import os
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+STRICT = os.environ.get("TINYGRAD_BN_STRICT", "") not in ("", "0")
+
+settings.register_profile(
+    "default", max_examples=25, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def _missing(what: str):
+    if STRICT:
+        pytest.fail(f"{what} is required when TINYGRAD_BN_STRICT=1", pytrace=False)
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The PyTorch module (float64 oracle)."""
+    try:
+        import torch as _torch
+    except ImportError:
+        _missing("torch")
+    _torch.set_default_dtype(_torch.float64)
+    return _torch
+
+
+@pytest.fixture(scope="session")
+def dot_binary():
+    """Path of Graphviz's ``dot``."""
+    path = shutil.which("dot")
+    if path is None:
+        _missing("the Graphviz `dot` binary")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

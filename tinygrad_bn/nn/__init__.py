@@ -1,0 +1,2 @@
+"""Neural-network building blocks: modules, functional ops, initialization."""
+from . import functional
