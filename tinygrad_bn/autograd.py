@@ -125,6 +125,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     ready = [r for r in deps if deps[r] == 0]
     pop = ready.pop
     push = ready.append
+    raw_mode = not graph_mode
     while ready:
         node = pop()
         g = grads.pop(node, None)
@@ -134,10 +135,12 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                 captured[node] = g
             if node._retained is not None and not graph_mode:
                 _retain(node, g)
-            results = _call_backward(node, g, graph_mode)
-            if len(results) == 2 and results[0] is results[1] and not graph_mode \
-                    and results[0] is not None:
-                results = (results[0], results[0].copy())
+            if raw_mode and node._raw:
+                results = node.backward(node, g)
+                if len(results) == 2 and results[0] is results[1] and results[0] is not None:
+                    results = (results[0], results[0].copy())  # never share one array
+            else:
+                results = _call_backward(node, g, graph_mode)
         else:
             results = (None,) * len(parents)
         for p, gp in zip(parents, results):
