@@ -1,0 +1,151 @@
+"""Losses with torch's reductions: ``cross_entropy``, ``mse_loss``,
+``binary_cross_entropy_with_logits``, plus ``log_softmax`` and ``softmax``."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..function import scope
+from ..ops import Primitive
+from ..tensor import Tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _as_tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """``x - logsumexp(x, axis)``, shifted by the (constant) maximum so large logits are safe."""
+    m = x.data.max(axis=axis, keepdims=True)
+    z = x - m
+    return z - z.exp().sum(axis=axis, keepdims=True).log()
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """``exp(x) / Σ exp(x)`` along ``axis``, shifted by the (constant) maximum."""
+    e = (x - x.data.max(axis=axis, keepdims=True)).exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _class_targets(target, n: int, c: int) -> np.ndarray:
+    t = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if t.shape != (n,):
+        raise ValueError(f"cross_entropy: target of shape {t.shape} does not match logits with "
+                         f"{n} rows (expected shape ({n},))")
+    if t.dtype.kind == "f":
+        if not np.all(t == np.round(t)):
+            raise ValueError("cross_entropy: targets must be integer class indices")
+        t = t.astype(np.int64)
+    elif t.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: targets must be integer class indices, got {t.dtype}")
+    if n and (t.min() < 0 or t.max() >= c):
+        bad = t[(t < 0) | (t >= c)][0]
+        raise ValueError(f"cross_entropy: target {bad} is out of range for {c} classes")
+    return t
+
+
+class CrossEntropy(Primitive):
+    """Softmax cross-entropy of logits (N, C) and class indices (N,), one fused node.
+
+    ``loss_i = logsumexp(z_i) - z_i[t_i]``; d loss_i / d z_i = softmax(z_i) - onehot(t_i).
+    """
+
+    op_name = "cross_entropy"
+    save_inputs = (0,)
+
+    @staticmethod
+    def forward(ctx, logits, target, reduction="mean"):
+        n = logits.shape[0]
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        rows = np.arange(n)
+        nll = np.log(s[:, 0]) - z[rows, target]
+        ctx.target = target
+        ctx.reduction = reduction
+        ctx.save_for_backward(e / s)
+        if reduction == "mean":
+            return np.asarray(nll.mean(), dtype=logits.dtype)
+        if reduction == "sum":
+            return np.asarray(nll.sum(), dtype=logits.dtype)
+        return nll
+
+    @staticmethod
+    def backward(ctx, g):
+        t = ctx.target
+        if ctx._graph_mode:  # recompute softmax from the graph so higher derivatives flow
+            (logits,) = ctx.inputs()
+            p = softmax(logits, axis=1)
+        else:
+            (p,) = ctx.saved_tensors
+        onehot = np.zeros(p.shape, dtype=p.dtype)
+        onehot[np.arange(p.shape[0]), t] = 1.0
+        n = p.shape[0]
+        if ctx.reduction == "mean":
+            scale = g * (1.0 / n)
+        elif ctx.reduction == "sum":
+            scale = g
+        else:
+            scale = g.reshape((n, 1))
+        return ((p - onehot) * scale,)
+
+
+def cross_entropy(logits: Tensor, target, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of ``logits`` (N, C) against integer class ``target`` (N,).
+
+    Log-sum-exp stable (logits of 1e4 are fine). ``reduction``: "mean" (default), "sum" or
+    "none" (a loss per row).
+    """
+    _check_reduction(reduction)
+    logits = _as_tensor(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"cross_entropy expects logits of shape (N, C), got {logits.shape}")
+    n, c = logits.shape
+    if n == 0:
+        raise ValueError("cross_entropy of an empty batch")
+    t = _class_targets(target, n, c)
+    return CrossEntropy.apply(logits, target=t, reduction=reduction)
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
+    """Mean squared error ``(input - target)²`` reduced by ``reduction``; shapes must match."""
+    _check_reduction(reduction)
+    input = _as_tensor(input)
+    tshape = np.shape(target.data if isinstance(target, Tensor) else target)
+    if tshape != input.shape:
+        raise ValueError(f"mse_loss: input of shape {input.shape} and target of shape {tshape} "
+                         "differ (reshape one of them; broadcasting here is usually a bug)")
+    with scope("mse_loss", kind="loss"):
+        d = input - target
+        return _reduce(d * d, reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target, weight=None,
+                                     reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of logits ``x`` and targets ``t`` in [0, 1], computed stably as
+    ``max(x, 0) - x·t + log(1 + exp(-|x|))``; optional elementwise ``weight``."""
+    _check_reduction(reduction)
+    input = _as_tensor(input)
+    tshape = np.shape(target.data if isinstance(target, Tensor) else target)
+    if tshape != input.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: input of shape {input.shape} and "
+                         f"target of shape {tshape} differ")
+    with scope("binary_cross_entropy_with_logits", kind="loss"):
+        loss = input.relu() - input * target + ((-input.abs()).exp() + 1.0).log()
+        if weight is not None:
+            loss = loss * weight
+        return _reduce(loss, reduction)
