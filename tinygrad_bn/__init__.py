@@ -1,10 +1,13 @@
 """tinygrad_bn: a small reverse-mode autodiff engine over NumPy for seeing how normalization works."""
+from ._alloc import tune_malloc as _tune_malloc
 from .tensor import Tensor, where
 from .function import Function, no_grad, enable_grad, is_grad_enabled, set_grad_enabled
 from .autograd import grad
 from .gradcheck import gradcheck, GradcheckError
 
 __version__ = "0.1.0"
+
+_tune_malloc()
 
 __all__ = [
     "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",

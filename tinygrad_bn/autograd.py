@@ -138,7 +138,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             if raw_mode and node._raw:
                 results = node.backward(node, g)
                 if len(results) == 2 and results[0] is results[1] and results[0] is not None:
-                    results = (results[0], results[0].copy())  # never share one array
+                    # one array for two inputs (add): hand each a view, so that no leaf
+                    # adopts (and later accumulates into) an array another input still reads
+                    results = (results[0].view(), results[0].view())
             else:
                 results = _call_backward(node, g, graph_mode)
         else:
@@ -162,11 +164,18 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                     except RuntimeError:
                         raise _shape_error(node, gp.shape, p.shape) from None
                 prev = grads.get(p)
-                grads[p] = gp if prev is None else prev + gp
+                if prev is None:
+                    grads[p] = gp
+                elif raw_mode and type(prev) is np.ndarray and prev.base is None \
+                        and prev.dtype == gp.dtype and prev.flags.writeable:
+                    prev += gp  # an array only this slot holds: accumulate in place
+                else:
+                    grads[p] = prev + gp
             left = deps[p] - 1
             deps[p] = left
             if left == 0:
                 push(p)
+        g = results = gp = prev = None  # drop this step's arrays before the next node runs
         if not retain_graph:
             node.parents = None
             node._saved = FREED
@@ -223,7 +232,11 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
     if graph_mode:
         return g if isinstance(g, Tensor) else _from_op(np.array(g, dtype=t.data.dtype), None)
     data = g.data if isinstance(g, Tensor) else g
-    return np.array(data, dtype=t.data.dtype)  # a copy: the engine may hand it to a leaf
+    if data.dtype != t.data.dtype:
+        return data.astype(t.data.dtype)
+    view = data.view()  # read-only and not owned: a leaf copies it instead of adopting it
+    view.flags.writeable = False
+    return view
 
 
 def _root_key(t: Tensor, what: str):

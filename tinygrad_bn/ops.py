@@ -210,7 +210,10 @@ class Div(Primitive):
     def backward(ctx, g):
         (b,) = ctx.inputs()
         ga = g / b
-        gb = -(ga * ctx.output()) if ctx.needs_input_grad[1] else None
+        gb = None
+        if ctx.needs_input_grad[1]:
+            gb = ga * ctx.output()
+            gb *= -1.0  # in place on a fresh array (a new node for Tensors)
         return (ga if ctx.needs_input_grad[0] else None), gb
 
 
@@ -218,11 +221,13 @@ class Pow(Primitive):
     """Power ``y = a ** b`` (tensor or scalar exponent). d/da = b·a^(b-1), d/db = y·log(a)."""
 
     save_inputs = (0, 1)
-    save_output = True
 
     @staticmethod
     def forward(ctx, a, b):
-        return a ** b
+        out = a ** b
+        if not isinstance(b, (int, float)):
+            ctx._out = out  # only a tensor exponent's gradient reads the output
+        return out
 
     @staticmethod
     def backward(ctx, g):
@@ -230,7 +235,8 @@ class Pow(Primitive):
         ga = gb = None
         if ctx.needs_input_grad[0]:
             if isinstance(b, (int, float)):
-                ga = g * (2.0 * a) if b == 2 else g * (b * a ** (b - 1))
+                ga = g * a if b == 2 else g * a ** (b - 1)
+                ga *= b  # in place on a fresh array (a new node for Tensors)
             else:
                 ga = g * (b * a ** (b - 1))
         if ctx.needs_input_grad[1]:
