@@ -107,7 +107,7 @@ def fit(model, dataset, optimizer, *, loss_fn: Callable | None = None, epochs: i
     loss_fn = loss_fn or cross_entropy
     rng = np.random.default_rng(seed)
     n = len(dataset.y_train)
-    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    steps_per_epoch = max(1, n // batch_size)  # a last partial batch is dropped
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps,
                                                                     steps_per_epoch * epochs)
     every = eval_every or steps_per_epoch
@@ -117,7 +117,8 @@ def fit(model, dataset, optimizer, *, loss_fn: Callable | None = None, epochs: i
     step = 0
     try:
         for _epoch in range(epochs):
-            for Xb, yb in batches(dataset.X_train, dataset.y_train, batch_size, seed=rng):
+            for Xb, yb in batches(dataset.X_train, dataset.y_train, batch_size, seed=rng,
+                                  drop_last=n > batch_size):
                 if step >= total:
                     break
                 optimizer.zero_grad()
