@@ -27,14 +27,89 @@ def _cmd_gradcheck(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .selfcheck import check_primitives, format_table
+    from .demo import run
 
-    print(f"tinygrad_bn {__version__} demo\n")
-    print("1. Every primitive's backward, checked against central differences (float64)\n")
-    rows = check_primitives(seed=args.seed)
-    print(format_table(rows))
-    ok = all(r.passed for _, r in rows)
-    return 0 if ok else 1
+    run(out_dir=args.out, seed=args.seed, progress=not args.no_progress,
+        epochs=args.epochs)
+    return 0
+
+
+def _hidden(text: str) -> tuple:
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        widths = ()
+    if not widths or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive widths like "
+                                         f"64,64, got {text!r}")
+    return widths
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not v > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got "
+                                             f"{text!r}")
+        return v
+    return parse
+
+
+def _cmd_train(args) -> int:
+    import json
+    import os
+
+    from . import checkpoint, data, optim
+    from .models import mlp
+    from .train import fit
+
+    ds = data.load(args.dataset, seed=args.seed)
+    model = mlp(ds.n_features, args.hidden, ds.n_classes, norm=args.norm,
+                activation=args.activation, analytic=args.analytic, rng=args.seed)
+    params = model.parameters()
+    if args.optimizer == "sgd":
+        opt = optim.SGD(params, lr=args.lr, momentum=args.momentum,
+                        weight_decay=args.weight_decay)
+    elif args.optimizer == "adam":
+        opt = optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        opt = optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    print(f"{ds}\n{model}\n")
+    hist = fit(model, ds, opt, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+               progress=not args.no_progress, desc=f"{args.dataset}/{args.norm}")
+    os.makedirs(args.out, exist_ok=True)
+    ck = checkpoint.save(model, os.path.join(args.out, "model.npz"))
+    summary = {
+        "dataset": args.dataset, "norm": args.norm, "hidden": list(args.hidden),
+        "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs, "seed": args.seed,
+        "steps": hist.steps, "final_loss": hist.final_loss,
+        "test_accuracy": hist.final_test_acc,
+        "train_accuracy": hist.train_acc[-1] if hist.train_acc else None,
+        "diverged_at": hist.diverged_at,
+    }
+    with open(os.path.join(args.out, "history.json"), "w") as f:
+        json.dump({**summary, "step_loss": hist.step_loss, "eval_step": hist.eval_step,
+                   "test_acc": hist.test_acc, "train_acc": hist.train_acc}, f)
+    if hist.diverged_at is not None:
+        print(hist.message)
+    else:
+        print(f"final loss {hist.final_loss:.4f}, train accuracy {summary['train_accuracy']:.1%},"
+              f" test accuracy {hist.final_test_acc:.1%} after {hist.steps} steps")
+    written = [ck, os.path.join(args.out, "history.json")]
+    try:
+        from .plots import plot_histories
+
+        png = os.path.join(args.out, "curves.png")
+        plot_histories({f"{args.norm} norm": hist}, png,
+                       title=f"{args.dataset}: {args.norm} norm, {args.optimizer} lr={args.lr}")
+        written.append(png)
+    except ImportError as e:
+        print(f"(no curves: {e})")
+    print("wrote " + ", ".join(written))
+    return 0 if hist.diverged_at is None else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,15 +121,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tinygrad-bn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    d = sub.add_parser("demo", help="the tour: gradient checks, BatchNorm with and without, "
-                       "graphs and plots")
+    d = sub.add_parser("demo", help="the tour: BatchNorm vs none on spirals, the gradient "
+                       "three ways, graphs and plots (seconds, built-in data)")
+    d.add_argument("--out", default="tinygrad_bn_out", help="folder for the pictures "
+                   "(default ./tinygrad_bn_out)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--epochs", type=_positive(int), default=None,
+                   help="epochs per model (default 40)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)
 
     g = sub.add_parser("gradcheck", help="check every primitive's gradient against central "
                        "differences and print a table")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.set_defaults(func=_cmd_gradcheck)
+
+    from .data import DATASETS
+    from .models import ACTIVATIONS, NORMS
+
+    t = sub.add_parser("train", help="train one MLP on a dataset; save a checkpoint, its "
+                       "history and curves")
+    t.add_argument("--dataset", choices=DATASETS, default="moons")
+    t.add_argument("--norm", choices=NORMS, default="batch")
+    t.add_argument("--analytic", action="store_true",
+                   help="use the hand-derived (fused) norm layers")
+    t.add_argument("--hidden", type=_hidden, default=(64, 64),
+                   help="hidden widths, comma-separated (default 64,64)")
+    t.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu")
+    t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    t.add_argument("--lr", type=_positive(float), default=0.1, help="learning rate")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--epochs", type=_positive(int), default=20)
+    t.add_argument("--batch-size", type=_positive(int), default=32)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="tinygrad_bn_out/train", help="output folder")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    from .viz import add_graph_parser, graph_main
+
+    gr = add_graph_parser(sub)
+    gr.set_defaults(func=graph_main)
     return p
 
 

@@ -19,7 +19,7 @@ _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
 
 def plot_histories(histories: dict, path: str | None = None, title: str = "Training",
-                   smooth: int = 10):
+                   smooth: int = 25):
     """Loss per step (smoothed) and test accuracy for each labelled ``History``.
 
     Returns the matplotlib Figure; saves it to ``path`` when given.
