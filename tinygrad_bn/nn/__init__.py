@@ -1,2 +1,13 @@
-"""Neural-network building blocks: modules, functional ops, initialization."""
+"""Neural-network building blocks: modules, layers, norm layers, functional ops, initialization."""
 from . import functional
+from . import init
+from .module import Module, Parameter, Sequential, StateDictError
+from .layers import Dropout, Identity, Linear, ReLU, Sigmoid, Tanh
+from .norm import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
+                   LayerNorm, RMSNorm)
+
+__all__ = [
+    "Module", "Parameter", "Sequential", "StateDictError", "Linear", "ReLU", "Tanh", "Sigmoid",
+    "Dropout", "Identity", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm",
+    "InstanceNorm1d", "InstanceNorm2d", "RMSNorm", "functional", "init",
+]

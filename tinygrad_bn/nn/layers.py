@@ -1,0 +1,105 @@
+"""Basic layers: ``Linear``, activations, ``Dropout``, ``Identity``."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ops
+from ..tensor import Tensor
+from . import init
+from .module import Module, Parameter
+
+
+class Identity(Module):
+    """Returns its input unchanged (arguments are accepted and ignored, as in torch)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Linear(Module):
+    """Affine map ``y = x Wᵀ + b``: x (..., in_features) -> y (..., out_features).
+
+    ``weight`` (out_features, in_features) and ``bias`` (out_features,) start as torch's do:
+    ``kaiming_uniform_(weight, a=√5)``, i.e. U(-1/√in, 1/√in), and bias U(-1/√in, 1/√in).
+    ``rng`` (a Generator or a seed) makes the initialization reproducible. One graph node per
+    call (``ops.Linear``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype=np.float32, rng=None):
+        super().__init__()
+        if in_features < 0 or out_features < 0:
+            raise ValueError(f"Linear: in_features ({in_features}) and out_features "
+                             f"({out_features}) must be non-negative")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        rng = np.random.default_rng(rng)
+        self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
+        if bias:
+            self.bias = Parameter(np.empty((out_features,), dtype=dtype))
+            bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound, rng=rng)
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bias is None:
+            return ops.Linear.apply(x, self.weight)
+        return ops.Linear.apply(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class ReLU(Module):
+    """``max(x, 0)`` elementwise; any shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.relu()
+
+
+class Tanh(Module):
+    """``tanh(x)`` elementwise; any shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.tanh()
+
+
+class Sigmoid(Module):
+    """``1 / (1 + e^-x)`` elementwise; any shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sigmoid()
+
+
+class Dropout(Module):
+    """Inverted dropout: in training each element is zeroed with probability ``p`` and the
+    rest are scaled by 1/(1-p), so the expected output equals the input; in eval mode it is
+    the identity. The mask is a constant (gradients flow through the kept elements only).
+    Any shape. ``rng``: a Generator or a seed.
+    """
+
+    def __init__(self, p: float = 0.5, *, rng=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p!r}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(rng)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.p
+        if not self.training or p == 0.0:
+            return x
+        keep = self.rng.random(x.shape) >= p
+        mask = np.multiply(keep, 1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=x.dtype)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
