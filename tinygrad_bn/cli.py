@@ -112,6 +112,14 @@ def _cmd_train(args) -> int:
     return 0 if hist.diverged_at is None else 1
 
 
+def _cmd_experiment(args) -> int:
+    from .experiments import run_and_save
+
+    run_and_save(args.name, args.out, quick=args.quick, seed=args.seed,
+                 progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="tinygrad-bn",
@@ -158,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="tinygrad_bn_out/train", help="output folder")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    from .experiments import STUDIES
+
+    e = sub.add_parser("experiment", help="run a study that tests one of the tutorial's "
+                       "claims; writes a plot and its data",
+                       description="Studies: " + "; ".join(f"{k}: {v[1]}"
+                                                           for k, v in STUDIES.items()))
+    e.add_argument("name", choices=tuple(STUDIES), metavar="NAME",
+                   help="one of: " + ", ".join(STUDIES))
+    e.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default="tinygrad_bn_out/experiments", help="output folder")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_experiment)
 
     from .viz import add_graph_parser, graph_main
 
