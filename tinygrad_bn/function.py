@@ -82,15 +82,19 @@ class Scope:
     """A labelled group of graph nodes (one call of a module or of a norm function).
 
     Nodes recorded while a scope is open get ``node.scope``; ``viz`` draws each scope as a
-    cluster. Scopes nest through ``parent``; each call opens a new one.
+    cluster. Scopes nest through ``parent``; each call opens a new one. ``record`` (inherited
+    from the parent) is None or a callback ``record(node, output_array)`` run for every node
+    recorded inside: ``viz.trace()`` uses it to keep statistics of intermediate values, at no
+    cost when no trace is open.
     """
 
-    __slots__ = ("label", "parent", "kind")
+    __slots__ = ("label", "parent", "kind", "record")
 
     def __init__(self, label: str, parent: "Scope | None" = None, kind: str = ""):
         self.label = label
         self.parent = parent
         self.kind = kind
+        self.record = parent.record if parent is not None else None
 
     def path(self) -> list:
         """Labels from the outermost scope to this one."""

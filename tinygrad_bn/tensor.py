@@ -32,6 +32,8 @@ def _from_op(data, ctx) -> "Tensor":
         sc = _grad_mode.scope
         if sc is not None:
             ctx.scope = sc
+            if sc.record is not None:  # viz.trace() is open
+                sc.record(ctx, data)
     return t
 
 
@@ -71,7 +73,7 @@ def _binary(cls, a, b) -> "Tensor":
             sl = cls._save_slice
             if sl is not None:
                 ctx._inputs = (a, b)[sl]
-            if cls.save_output:
+            if cls.save_output and rb:  # the binary ops (Div, Pow) read it only for d/db
                 ctx._out = out
             return _from_op(out, ctx)
         return _from_op(cls.forward(NO_CTX, ad, bd), None)
