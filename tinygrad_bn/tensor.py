@@ -499,11 +499,14 @@ class Tensor:
     def swapaxes(self, axis1: int, axis2: int) -> "Tensor":
         """Exchange two axes."""
         nd = self.data.ndim
-        ax = ops.normalize_axis((axis1,), nd, self.shape)[0], ops.normalize_axis(
-            (axis2,), nd, self.shape)[0]
+        ax = ops.normalize_axis((axis1,), nd, self.shape), ops.normalize_axis(
+            (axis2,), nd, self.shape)
+        if not nd:  # a 0-d tensor: axes 0 and -1 are valid and change nothing
+            return self
+        ax = ax[0][0], ax[1][0]
         perm = list(range(nd))
         perm[ax[0]], perm[ax[1]] = perm[ax[1]], perm[ax[0]]
-        return self.transpose(*perm) if nd else self
+        return self.transpose(*perm)
 
     def unsqueeze(self, axis: int) -> "Tensor":
         """Insert a size-1 axis at ``axis``."""

@@ -1,0 +1,462 @@
+"""Fused normalization layers: one graph node each, with the hand-derived backward.
+
+Same functions and signatures as the composed ones in ``tinygrad_bn.nn.functional``::
+
+    batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5)
+    layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)
+    rms_norm(x, normalized_shape, weight=None, eps=None)
+    group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)
+    instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5)
+
+Every norm normalizes over a set S of n positions and then applies a per-feature affine map::
+
+    μ = mean_S(x),  σ² = mean_S((x - μ)²),  rstd = 1/√(σ² + ε),  x̂ = (x - μ)·rstd,
+    y = γ·x̂ + β
+
+σ² is the **biased** variance (two passes: the mean, then the mean of squared deviations);
+running statistics track the **unbiased** one, σ²·n/(n-1), as torch does. With g = ∂L/∂y and
+dx̂ = γ·g, the backward is::
+
+    ∂L/∂x = rstd/n · (n·dx̂ − Σ_S dx̂ − x̂·Σ_S(dx̂·x̂))
+    ∂L/∂γ = Σ g·x̂,   ∂L/∂β = Σ g        (summed over every axis but the feature axes)
+
+For BatchNorm (and InstanceNorm) γ is constant over S and factors out:
+``dx = γ·rstd/m · (m·dy − Σdy − x̂·Σ(dy·x̂))``, and Σdy, Σ(dy·x̂) are also dβ and dγ. RMSNorm
+has no centring (r = √(mean_S(x²) + ε), x̂ = x/r) and loses the Σ_S dx̂ term:
+``dx = (dx̂ − x̂·mean_S(dx̂·x̂)) / r``.
+
+The forward pass is vectorized NumPy over a few passes of memory: it writes x̂ into a buffer it
+owns and saves x̂ and rstd (per statistic), which is all the raw backward reads. Under
+``grad(..., create_graph=True)`` the backward recomputes the same formula with Tensor ops from
+the node's graph-connected inputs, so second derivatives (Hessian-vector products) are right.
+
+``tutorial_boxed_batch_norm`` is the tutorial's boxed "simplified" formula, √m where m belongs:
+**wrong on purpose**, kept to show that the checks catch it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ._norms import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
+                     check_layer_norm, rms_eps, stat_array, update_running)
+from .ops import Primitive
+from .tensor import Tensor
+
+__all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
+           "tutorial_boxed_batch_norm", "BatchNormOp", "LayerNormOp", "GroupNormOp",
+           "InstanceNormOp", "RMSNormOp", "TutorialBoxedBatchNormOp"]
+
+_LETTERS = "abcdefgh"
+
+
+class _Plan:
+    """How x is viewed for one norm: ``vshape`` (x reshaped), ``raxes`` (the set S of one
+    statistic, ``n`` values), ``ashape`` (γ/β viewed against ``vshape``), ``paxes`` (axes
+    summed for dγ, dβ), ``pshape`` (γ's own shape), ``gamma_const`` (γ constant over S, so
+    it factors out of the sums), ``centred`` (False for RMSNorm) and ``cdiv`` (the divisor of
+    the correction terms: n, or √n for the tutorial's boxed formula)."""
+
+    __slots__ = ("xshape", "vshape", "raxes", "sshape", "n", "ashape", "paxes", "pshape",
+                 "gamma_const", "centred", "eps", "cdiv", "sub_r", "sub_p", "pextra",
+                 "kshape")
+
+    def __init__(self, xshape, vshape, raxes, ashape, paxes, pshape, gamma_const, centred,
+                 eps, cdiv=None):
+        self.xshape = tuple(xshape)
+        self.vshape = tuple(vshape)
+        self.raxes = tuple(raxes)
+        self.sshape = tuple(1 if i in raxes else s for i, s in enumerate(vshape))
+        n = 1
+        for i in raxes:
+            n *= vshape[i]
+        self.n = n
+        self.ashape = tuple(ashape)
+        self.paxes = tuple(paxes)
+        self.pshape = tuple(pshape)
+        self.gamma_const = gamma_const
+        self.centred = centred
+        self.eps = eps
+        self.cdiv = float(n if cdiv is None else cdiv)
+        letters = _LETTERS[:len(vshape)]
+        self.sub_r = _einsum_sub(letters, raxes)
+        self.sub_p = _einsum_sub(letters, paxes)
+        # a per-statistic sum (raxes reduced away) summed over these axes gives dγ / dβ
+        # when γ is constant over S (paxes ⊇ raxes)
+        kept = [i for i in range(len(vshape)) if i not in raxes]
+        self.pextra = tuple(j for j, i in enumerate(kept) if i in paxes)
+        # the shape per-statistic sums are used in: when S is the leading axes, the reduced
+        # result already broadcasts against vshape and needs no reshape
+        lead = self.raxes == tuple(range(len(self.raxes)))
+        self.kshape = tuple(vshape[i] for i in kept) if lead else self.sshape
+
+
+def _einsum_sub(letters: str, axes: tuple) -> str:
+    """``'abc,abc->b'``: Σ a·b over ``axes``."""
+    keep = "".join(c for i, c in enumerate(letters) if i not in axes)
+    return f"{letters},{letters}->{keep}"
+
+
+@functools.lru_cache(maxsize=256)
+def _channel_plan(xshape: tuple, eps: float, per_instance: bool, boxed: bool = False) -> _Plan:
+    """BatchNorm (statistics per channel) or InstanceNorm (per sample and channel)."""
+    n, c = xshape[0], xshape[1]
+    if len(xshape) == 2 and not per_instance:
+        plan = _Plan(xshape, (n, c), (0,), (c,), (0,), (c,), True, True, eps)
+    else:
+        l = 1
+        for s in xshape[2:]:
+            l *= s
+        raxes = (2,) if per_instance else (0, 2)
+        plan = _Plan(xshape, (n, c, l), raxes, (c, 1), (0, 2), (c,), True, True, eps)
+    if boxed:
+        plan.cdiv = math.sqrt(plan.n)
+    return plan
+
+
+@functools.lru_cache(maxsize=256)
+def _trailing_plan(xshape: tuple, k: int, eps: float, centred: bool) -> _Plan:
+    """LayerNorm / RMSNorm over the last ``k`` axes."""
+    ns = xshape[len(xshape) - k:]
+    inner = 1
+    for s in ns:
+        inner *= s
+    outer = 1
+    for s in xshape[:len(xshape) - k]:
+        outer *= s
+    return _Plan(xshape, (outer, inner), (1,), (inner,), (0,), ns, False, centred, eps)
+
+
+@functools.lru_cache(maxsize=256)
+def _group_plan(xshape: tuple, groups: int, eps: float) -> _Plan:
+    n, c = xshape[0], xshape[1]
+    l = 1
+    for s in xshape[2:]:
+        l *= s
+    d = c // groups
+    return _Plan(xshape, (n, groups, d, l), (2, 3), (groups, d, 1), (0, 3), (c,), False,
+                 True, eps)
+
+
+# ------------------------------------------------------------------------- the node
+def _view(a, shape: tuple):
+    """``a.reshape(shape)``, skipped when ``a`` already has that shape."""
+    return a if a.shape == shape else a.reshape(shape)
+
+
+def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
+    """Fused forward on ndarrays; saves x̂ (a buffer it owns) and rstd."""
+    vshape = plan.vshape
+    xv = _view(x, vshape)
+    n = plan.n
+    if stats is None:  # batch statistics, two passes
+        if plan.centred:
+            mean = np.add.reduce(xv, axis=plan.raxes, keepdims=True)
+            mean /= n
+            xh = np.subtract(xv, mean)
+            var = _view(np.einsum(plan.sub_r, xh, xh), plan.kshape)
+        else:
+            mean = xh = None
+            var = _view(np.einsum(plan.sub_r, xv, xv), plan.kshape)
+        var /= n
+    else:  # constant (running) statistics
+        mean, var = stats
+        xh = np.subtract(xv, mean)
+    rstd = var + plan.eps
+    np.sqrt(rstd, out=rstd)
+    np.divide(1.0, rstd, out=rstd)
+    if xh is None:
+        xh = np.multiply(xv, rstd)
+    else:
+        np.multiply(xh, rstd, out=xh)
+    if running is not None:
+        running(mean, var)
+    if w is None and b is None:
+        y = _view(xh, plan.xshape)
+    else:
+        y = np.empty(plan.xshape, dtype=xh.dtype)
+        yv = _view(y, vshape)
+        if w is not None:
+            np.multiply(xh, _view(w, plan.ashape), out=yv)
+        else:
+            np.copyto(yv, xh)
+        if b is not None:
+            np.add(yv, _view(b, plan.ashape), out=yv)
+    ctx.save_for_backward(xh, rstd)
+    ctx.plan = plan
+    ctx.stats = stats
+    return y
+
+
+def _backward(ctx, g):
+    """dx, dγ, dβ: fused NumPy in raw mode, Tensor ops from the inputs in graph mode."""
+    plan = ctx.plan
+    need = ctx.needs_input_grad
+    if ctx._graph_mode:
+        x, w, _ = ctx.inputs()
+        return backward_formula(x, w, g, plan, ctx.stats, need)
+    xh, rstd = ctx.saved_tensors
+    w = ctx.inputs()[1]
+    batch = ctx.stats is None
+    gv = _view(g, plan.vshape)
+    wa = None if w is None else _view(w, plan.ashape)
+    factored = plan.gamma_const  # γ constant over S: keep it out of the sums
+    h = gv if (factored or wa is None) else gv * wa  # dx̂ (up to a factored γ)
+    sh = shx = None
+    if need[0] and batch:
+        shx = np.einsum(plan.sub_r, h, xh)  # Σ_S dx̂·x̂, one value per statistic
+        if plan.centred:
+            sh = np.add.reduce(h, axis=plan.raxes)  # Σ_S dx̂
+    dx = dw = db = None
+    if need[1]:
+        if factored and shx is not None:
+            dw = np.add.reduce(shx, axis=plan.pextra) if plan.pextra else shx
+        else:
+            dw = np.einsum(plan.sub_p, gv, xh)
+        if dw.shape != plan.pshape:
+            dw = dw.reshape(plan.pshape)
+    if need[2]:
+        if factored and sh is not None:
+            db = np.add.reduce(sh, axis=plan.pextra) if plan.pextra else sh
+        else:
+            db = np.add.reduce(gv, axis=plan.paxes)
+        if db.shape != plan.pshape:
+            db = db.reshape(plan.pshape)
+    if need[0]:
+        scale = rstd * wa if (factored and wa is not None) else rstd
+        dx = np.empty(plan.xshape, dtype=xh.dtype)
+        dxv = _view(dx, plan.vshape)
+        if batch:  # scale · (dx̂ − Σ_S dx̂ / n − x̂ · Σ_S(dx̂·x̂) / n)
+            k = 1.0 / plan.cdiv
+            np.multiply(xh, _view(shx * -k, plan.kshape), out=dxv)
+            np.add(dxv, h, out=dxv)
+            if sh is not None:
+                np.subtract(dxv, _view(sh * k, plan.kshape), out=dxv)
+            np.multiply(dxv, scale, out=dxv)
+        else:  # constant statistics: an affine map of x
+            np.multiply(h, scale, out=dxv)
+    return dx, dw, db
+
+
+def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) -> tuple:
+    """The hand-derived backward written with operations ndarrays and Tensors share.
+
+    Recomputes x̂ and rstd from ``x`` so that, on Tensors, the result is differentiable again
+    (``create_graph=True``); on ndarrays it is a plain (unfused) reference implementation.
+    """
+    xv = x.reshape(plan.vshape)
+    gv = g.reshape(plan.vshape)
+    r = plan.raxes
+    if stats is None:
+        xc = xv - xv.mean(axis=r, keepdims=True) if plan.centred else xv
+        var = (xc * xc).mean(axis=r, keepdims=True)
+    else:
+        mean, var = stats
+        xc = xv - mean
+    rstd = (var + plan.eps) ** -0.5
+    xh = xc * rstd
+    h = gv * w.reshape(plan.ashape) if w is not None else gv
+    dx = dw = db = None
+    if need[0]:
+        if stats is None:
+            k = 1.0 / plan.cdiv
+            t = h - xh * ((h * xh).sum(axis=r, keepdims=True) * k)
+            if plan.centred:
+                t = t - h.sum(axis=r, keepdims=True) * k
+            dx = (t * rstd).reshape(plan.xshape)
+        else:
+            dx = (h * rstd).reshape(plan.xshape)
+    if need[1]:
+        dw = (gv * xh).sum(axis=plan.paxes).reshape(plan.pshape)
+    if need[2]:
+        db = gv.sum(axis=plan.paxes).reshape(plan.pshape)
+    return dx, dw, db
+
+
+class _FusedNorm(Primitive):
+    """A normalization as one node: inputs (x, weight, bias), weight/bias may be None."""
+
+    save_inputs = (0, 1, 2)
+    forward = staticmethod(_forward)
+    backward = staticmethod(_backward)
+
+
+class BatchNormOp(_FusedNorm):
+    """BatchNorm node; statistics per channel over m = N·L values.
+
+    dx = γ·rstd/m · (m·dy − Σdy − x̂·Σ(dy·x̂)),  dγ = Σ dy·x̂,  dβ = Σ dy  (sums over N, L).
+    """
+
+    op_name = "batch_norm"
+
+
+class InstanceNormOp(_FusedNorm):
+    """InstanceNorm node; statistics per (sample, channel) over the L positions.
+
+    dx = γ·rstd/L · (L·dy − Σ_L dy − x̂·Σ_L(dy·x̂)),  dγ = Σ_{N,L} dy·x̂,  dβ = Σ_{N,L} dy.
+    """
+
+    op_name = "instance_norm"
+
+
+class LayerNormOp(_FusedNorm):
+    """LayerNorm node; statistics per sample over the n values of ``normalized_shape``.
+
+    dx̂ = γ·dy;  dx = rstd/n · (n·dx̂ − Σ dx̂ − x̂·Σ(dx̂·x̂));
+    dγ = Σ_batch dy·x̂,  dβ = Σ_batch dy.
+    """
+
+    op_name = "layer_norm"
+
+
+class GroupNormOp(_FusedNorm):
+    """GroupNorm node; statistics per (sample, group) over the n = (C/G)·L values.
+
+    dx̂ = γ·dy;  dx = rstd/n · (n·dx̂ − Σ dx̂ − x̂·Σ(dx̂·x̂));
+    dγ = Σ_{N,L} dy·x̂,  dβ = Σ_{N,L} dy.
+    """
+
+    op_name = "group_norm"
+
+
+class RMSNormOp(_FusedNorm):
+    """RMSNorm node; x̂ = x/r with r = √(mean(x²) + ε) over ``normalized_shape``.
+
+    dx̂ = γ·dy;  dx = (dx̂ − x̂·mean(dx̂·x̂)) / r;  dγ = Σ_batch dy·x̂.
+    """
+
+    op_name = "rms_norm"
+
+
+class TutorialBoxedBatchNormOp(BatchNormOp):
+    """WRONG ON PURPOSE: the tutorial's boxed formula, with √m where m belongs.
+
+    dx = γ·rstd/√m · (√m·dy − Σdy − x̂·Σ(dy·x̂))   (correct: γ·rstd/m · (m·dy − Σdy − x̂·Σ(dy·x̂)))
+    """
+
+    op_name = "batch_norm (tutorial's boxed formula)"
+
+
+# ----------------------------------------------------------------------- public API
+def _const_stats(rm, rv, dtype, shape) -> tuple:
+    """Snapshot of running statistics, cast to the input's dtype and shaped to broadcast."""
+    return (np.array(rm, dtype=dtype).reshape(shape), np.array(rv, dtype=dtype).reshape(shape))
+
+
+def _named(y: Tensor) -> Tensor:
+    y.name = "y"
+    return y
+
+
+def _batch_norm(op, x, running_mean, running_var, weight, bias, training, momentum, eps,
+                boxed=False) -> Tensor:
+    x = as_input(x, "batch_norm")
+    c, m = check_batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
+                            eps)
+    rm, rv = stat_array(running_mean), stat_array(running_var)
+    plan = _channel_plan(x.shape, float(eps), False, boxed)
+    stats = running = None
+    if not training:
+        stats = _const_stats(rm, rv, x.dtype, (c,) + (1,) * (len(plan.vshape) - 2))
+    elif rm is not None:
+        def running(mean, var):
+            update_running(rm, mean.reshape(c), momentum)
+            update_running(rv, var.reshape(c) * (m / (m - 1)), momentum)
+    return _named(op.apply(x, weight, bias, plan=plan, stats=stats, running=running))
+
+
+def batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalization of (N, C), (N, C, L) or (N, C, H, W) as one node.
+
+    Per channel, over m = N·L values: μ, σ² (biased), x̂ = (x - μ)/√(σ² + ε), y = γ·x̂ + β.
+    Training with ``running_mean`` / ``running_var`` (C,) updates them in place with the
+    unbiased variance σ²·m/(m-1); ``training=False`` normalizes with them. Backward:
+    ``dx = γ·rstd/m · (m·dy − Σdy − x̂·Σ(dy·x̂))``, ``dγ = Σ dy·x̂``, ``dβ = Σ dy``.
+    """
+    return _batch_norm(BatchNormOp, x, running_mean, running_var, weight, bias, training,
+                       momentum, eps)
+
+
+def tutorial_boxed_batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
+                              training: bool = False, momentum: float = 0.1,
+                              eps: float = 1e-5) -> Tensor:
+    """BatchNorm whose backward is the tutorial's boxed formula — WRONG ON PURPOSE.
+
+    The forward is correct; in training the backward computes
+    ``dx = γ·rstd/√m · (√m·dy − Σdy − x̂·Σ(dy·x̂))``, whose correction terms are √m times too
+    large (see docs/derivation.md). Used by ``compare`` to show that the checks catch it.
+    """
+    return _batch_norm(TutorialBoxedBatchNormOp, x, running_mean, running_var, weight, bias,
+                       training, momentum, eps, boxed=True)
+
+
+def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None,
+               eps: float = 1e-5) -> Tensor:
+    """Layer normalization over the trailing ``normalized_shape`` as one node.
+
+    Over the n values of each sample: μ, σ² (biased), x̂ = (x - μ)/√(σ² + ε), y = γ·x̂ + β.
+    Backward with dx̂ = γ·dy: ``dx = rstd/n · (n·dx̂ − Σdx̂ − x̂·Σ(dx̂·x̂))``.
+    """
+    x = as_input(x, "layer_norm")
+    ns = check_layer_norm("layer_norm", x, normalized_shape, weight, bias, eps)
+    plan = _trailing_plan(x.shape, len(ns), float(eps), True)
+    return _named(LayerNormOp.apply(x, weight, bias, plan=plan))
+
+
+def rms_norm(x: Tensor, normalized_shape, weight=None, eps: float | None = None) -> Tensor:
+    """RMS normalization over the trailing ``normalized_shape`` as one node (no centring).
+
+    r = √(mean(x²) + ε) (ε = machine epsilon of the dtype when None), x̂ = x/r, y = γ·x̂.
+    Backward with dx̂ = γ·dy: ``dx = (dx̂ − x̂·mean(dx̂·x̂)) / r``.
+    """
+    x = as_input(x, "rms_norm")
+    ns = check_layer_norm("rms_norm", x, normalized_shape, weight, None, eps)
+    plan = _trailing_plan(x.shape, len(ns), float(rms_eps(eps, x.dtype)), False)
+    return _named(RMSNormOp.apply(x, weight, None, plan=plan))
+
+
+def group_norm(x: Tensor, num_groups: int, weight=None, bias=None,
+               eps: float = 1e-5) -> Tensor:
+    """Group normalization of (N, C, *) as one node: statistics per (sample, group).
+
+    Over the n = (C/G)·L values of a group: μ, σ² (biased), x̂, then y = γ·x̂ + β with
+    per-channel γ, β. Backward with dx̂ = γ·dy: ``dx = rstd/n · (n·dx̂ − Σdx̂ − x̂·Σ(dx̂·x̂))``.
+    """
+    x = as_input(x, "group_norm")
+    _, g = check_group_norm(x, num_groups, weight, bias, eps)
+    plan = _group_plan(x.shape, g, float(eps))
+    return _named(GroupNormOp.apply(x, weight, bias, plan=plan))
+
+
+def instance_norm(x: Tensor, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats: bool = True, momentum: float = 0.1,
+                  eps: float = 1e-5) -> Tensor:
+    """Instance normalization of (N, C, L) or (N, C, H, W) as one node.
+
+    Per (sample, channel), over the L positions: μ, σ² (biased), x̂, y = γ·x̂ + β. Running
+    statistics, when given, are updated with the batch means of the per-instance mean and
+    unbiased variance σ²·L/(L-1); ``use_input_stats=False`` normalizes with them. Backward:
+    ``dx = γ·rstd/L · (L·dy − Σ_L dy − x̂·Σ_L(dy·x̂))``.
+    """
+    x = as_input(x, "instance_norm")
+    c, spatial = check_instance_norm(x, running_mean, running_var, weight, bias,
+                                     use_input_stats, momentum, eps)
+    rm, rv = stat_array(running_mean), stat_array(running_var)
+    plan = _channel_plan(x.shape, float(eps), True)
+    stats = running = None
+    if not use_input_stats:
+        stats = _const_stats(rm, rv, x.dtype, (c, 1))
+    elif rm is not None:
+        n = x.shape[0]
+
+        def running(mean, var):
+            update_running(rm, mean.reshape(n, c).mean(axis=0), momentum)
+            update_running(rv, var.reshape(n, c).mean(axis=0) * (spatial / (spatial - 1)),
+                           momentum)
+    return _named(InstanceNormOp.apply(x, weight, bias, plan=plan, stats=stats,
+                                       running=running))
