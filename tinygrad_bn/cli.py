@@ -112,6 +112,24 @@ def _cmd_train(args) -> int:
     return 0 if hist.diverged_at is None else 1
 
 
+def _cmd_compare(args) -> int:
+    import numpy as np
+
+    from .compare import compare_all
+
+    t0 = time.perf_counter()
+    report = compare_all(dtype=np.dtype(args.dtype), seed=args.seed)
+    print("Gradients of x, γ, β three ways: autograd through the composed graph, the analytic "
+          "(hand-derived) formula,\nand central differences (float64), for every norm and for "
+          "the tutorial's boxed BatchNorm formula.")
+    if not args.full:
+        print("One row per norm and pair: the worst of x, γ, β (--full for every gradient).")
+    print()
+    print(report.table(compact=not args.full))
+    print(f"\n({time.perf_counter() - t0:.1f} s)")
+    return 0 if report.ok else 1
+
+
 def _cmd_experiment(args) -> int:
     from .experiments import run_and_save
 
@@ -143,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "differences and print a table")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.set_defaults(func=_cmd_gradcheck)
+
+    c = sub.add_parser("compare", help="autograd vs analytic formula vs central differences "
+                       "for every norm, and the tutorial's boxed formula")
+    c.add_argument("--full", action="store_true", help="a row for each of x, γ, β")
+    c.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="dtype of autograd and analytic (default float64)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_cmd_compare)
 
     from .data import DATASETS
     from .models import ACTIVATIONS, NORMS

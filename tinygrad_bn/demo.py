@@ -95,12 +95,11 @@ def run(out_dir: str = "tinygrad_bn_out", seed: int = 0, progress: bool = True,
     comparison = None
     echo("2. BatchNorm's gradient three ways: autograd through the composed graph, the "
          "hand-derived formula, central differences — and the tutorial's boxed formula:\n")
-    try:
-        from .compare import compare_batchnorm_demo
-        comparison = compare_batchnorm_demo(seed=seed)
-        echo(str(comparison))
-    except ImportError as e:  # pragma: no cover - the module ships with the package
-        echo(f"   (comparison unavailable: {e})")
+    from .compare import compare
+
+    comparison = (compare("batch_norm", (16, 4), seed=seed)
+                  + compare("tutorial_boxed_batch_norm", (16, 4), seed=seed))
+    echo(comparison.table(compact=True))
     echo("")
 
     os.makedirs(out_dir, exist_ok=True)
