@@ -133,6 +133,10 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         if g is not None:
             if wanted is not None and node in wanted:
                 captured[node] = g
+                if raw_mode and type(g) is np.ndarray:
+                    # backward may hand g itself on (sub), into a slot accumulated in place
+                    g = g.view()
+                    g.flags.writeable = False
             if node._retained is not None and not graph_mode:
                 _retain(node, g)
             if raw_mode and node._raw:
@@ -181,6 +185,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             node._saved = FREED
             node._inputs = FREED
             node._out = FREED
+    if wanted is None:  # backward(): each leaf's gradients were summed first, add them now
+        for leaf, g in captured.items():
+            _accumulate_grad(leaf, g)
     return captured
 
 
@@ -191,11 +198,21 @@ def _retain(node, g) -> None:
 
 
 def _deliver_leaf(leaf: Tensor, g, wanted, captured) -> None:
-    if wanted is not None:
-        if leaf in wanted:
-            prev = captured.get(leaf)
-            captured[leaf] = g if prev is None else prev + g
+    """Sum the gradients reaching ``leaf`` in this pass (into ``.grad`` at the end of the pass,
+    once, as torch's AccumulateGrad: two retained backward passes add up exactly)."""
+    if wanted is not None and leaf not in wanted:
         return
+    prev = captured.get(leaf)
+    if prev is None:
+        captured[leaf] = g
+    elif type(prev) is np.ndarray and prev.base is None and prev.shape == g.shape \
+            and prev.dtype == g.dtype and prev.flags.writeable:
+        prev += g  # an array only this slot holds: accumulate in place
+    else:
+        captured[leaf] = prev + g
+
+
+def _accumulate_grad(leaf: Tensor, g) -> None:
     cur = leaf.grad
     if cur is None:
         if type(g) is np.ndarray and g.base is None and g.flags.writeable \

@@ -232,6 +232,8 @@ class Function:
             isinstance(a, Tensor) and a.requires_grad for a in args
         )
         ctx = cls()
+        if record:  # known inside forward too, as in torch
+            ctx.needs_input_grad = tuple(_edge(a) is not None for a in args)
         prev = _grad_mode.enabled
         _grad_mode.enabled = False
         try:
@@ -248,7 +250,6 @@ class Function:
         if not record:
             return _from_op(out, None)
         ctx.parents = tuple(_edge(a) for a in args)
-        ctx.needs_input_grad = tuple(e is not None for e in ctx.parents)
         return _from_op(out, ctx)
 
 

@@ -142,9 +142,7 @@ def normalize_axis(axis, ndim: int, shape=None) -> tuple:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or not -ndim <= a < max(ndim, 1) or (
-            ndim == 0 and a not in (0, -1)
-        ):
+        if not isinstance(a, (int, np.integer)) or not -max(ndim, 1) <= a < max(ndim, 1):
             raise ValueError(
                 f"axis {axis!r} is out of range for a tensor of shape {tuple(shape or ())} "
                 f"(ndim {ndim})"
@@ -235,8 +233,11 @@ class Pow(Primitive):
         ga = gb = None
         if ctx.needs_input_grad[0]:
             if isinstance(b, (int, float)):
-                ga = g * a if b == 2 else g * a ** (b - 1)
-                ga *= b  # in place on a fresh array (a new node for Tensors)
+                if b == 0:  # a ** 0 is constant; a ** -1 would make 0 * inf = nan at a = 0
+                    ga = g * 0.0
+                else:
+                    ga = g * a if b == 2 else g * a ** (b - 1)
+                    ga *= b  # in place on a fresh array (a new node for Tensors)
             else:
                 ga = g * (b * a ** (b - 1))
         if ctx.needs_input_grad[1]:
