@@ -33,6 +33,9 @@ def torch():
     except ImportError:
         _missing("torch")
     _torch.set_default_dtype(_torch.float64)
+    # the oracle's tensors are tiny: one thread, so that a busy machine cannot turn torch's
+    # thread pool into tens of milliseconds of waiting per call
+    _torch.set_num_threads(1)
     return _torch
 
 

@@ -58,13 +58,17 @@ def load(path) -> "OrderedDict[str, np.ndarray]":
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not a checkpoint")
+        f = np.load(path, allow_pickle=False)
+        if not hasattr(f, "files"):  # a .npy file: np.load returned the array itself
+            raise ValueError("it holds a single array, not a checkpoint")
+        with f:
             names = list(f.files)
             if _FORMAT_KEY not in names or str(f[_FORMAT_KEY]) != _FORMAT:
                 raise ValueError("it was not written by tinygrad_bn.save")
             out = OrderedDict((k, f[k]) for k in names if k != _FORMAT_KEY)
+        for k, v in out.items():
+            if not isinstance(v, np.ndarray):  # a zip member that is not a .npy array
+                raise ValueError(f"its entry {k!r} is not an array")
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         why = str(e)
         if "pickle" in why.lower() or "object arrays" in why.lower():

@@ -58,6 +58,16 @@ def _positive(kind):
     return parse
 
 
+def _finite_json(obj):
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
 def _cmd_train(args) -> int:
     import json
     import os
@@ -90,9 +100,10 @@ def _cmd_train(args) -> int:
         "train_accuracy": hist.train_acc[-1] if hist.train_acc else None,
         "diverged_at": hist.diverged_at,
     }
+    record = {**summary, "step_loss": hist.step_loss, "eval_step": hist.eval_step,
+              "test_acc": hist.test_acc, "train_acc": hist.train_acc}
     with open(os.path.join(args.out, "history.json"), "w") as f:
-        json.dump({**summary, "step_loss": hist.step_loss, "eval_step": hist.eval_step,
-                   "test_acc": hist.test_acc, "train_acc": hist.train_acc}, f)
+        json.dump(_finite_json(record), f)  # NaN/inf (a diverged run) as null: strict JSON
     if hist.diverged_at is not None:
         print(hist.message)
     else:

@@ -75,6 +75,8 @@ def make_spirals(n: int = 600, classes: int = 3, noise: float = 0.2, turns: floa
 def make_blobs(n: int = 512, centers: int = 3, std: float = 1.0, dim: int = 2,
                box: float = 10.0, seed=0):
     """Isotropic Gaussian blobs around ``centers`` random centres in [-box, box]^dim."""
+    if centers < 1 or dim < 1:
+        raise ValueError(f"centers and dim must be >= 1, got centers={centers}, dim={dim}")
     n = _check_n(n, centers)
     rng = _rng(seed)
     C = rng.uniform(-box, box, size=(centers, dim))
@@ -122,6 +124,8 @@ def batches(X, y, batch_size: int = 32, shuffle: bool = True, seed=0,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(y)
+    if len(X) != n:
+        raise ValueError(f"X has {len(X)} rows but y has {n}")
     order = _rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
     for i in range(0, stop, batch_size):
@@ -163,7 +167,7 @@ def load(name: str, n: int | None = None, seed=0, test_size: float = 0.25, **kwa
     if name == "digits":
         X, y = load_digits()
     elif name in makers:
-        X, y = makers[name](**({"n": n} if n else {}), seed=seed, **kwargs)
+        X, y = makers[name](**({"n": n} if n is not None else {}), seed=seed, **kwargs)
     else:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, seed=seed)

@@ -14,7 +14,6 @@ import functools
 import threading
 from typing import Any
 
-import numpy as np
 
 
 class _GradMode(threading.local):

@@ -46,7 +46,8 @@ def plot_histories(histories: dict, path: str | None = None, title: str = "Train
     ax2.set_ylabel("test accuracy")
     ax2.set_ylim(0, 1.02)
     ax2.grid(alpha=0.3)
-    ax2.legend(loc="lower right")
+    if ax2.get_legend_handles_labels()[0]:  # a run that diverged before evaluating has none
+        ax2.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     if path:
