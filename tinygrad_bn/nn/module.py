@@ -6,8 +6,9 @@ statistics), and ``state_dict()`` uses torch's keys, so weights move between the
 """
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, namedtuple
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -41,6 +42,29 @@ class StateDictError(ValueError, RuntimeError):
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
+_hook_ids = itertools.count()
+
+
+class RemovableHandle:
+    """What ``register_forward_hook`` returns: ``.remove()`` unregisters the hook (removing
+    twice is harmless); also a context manager that removes the hook on exit."""
+
+    __slots__ = ("_hooks", "id")
+
+    def __init__(self, hooks: dict, hook_id: int):
+        self._hooks = hooks
+        self.id = hook_id
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> "RemovableHandle":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.remove()
+        return False
+
 
 def _check_name(name, kind: str) -> None:
     if not isinstance(name, str):
@@ -70,6 +94,7 @@ class Module:
     """
 
     training: bool
+    _forward_hooks: "dict | None" = None  # id -> hook; an instance dict once one is registered
 
     def __init__(self) -> None:
         object.__setattr__(self, "training", True)
@@ -85,9 +110,34 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         if not _grad_mode.enabled:  # nothing is recorded, so no scope is needed
-            return self.forward(*args, **kwargs)
-        with scope(self._label, "module"):
-            return self.forward(*args, **kwargs)
+            out = self.forward(*args, **kwargs)
+        else:
+            with scope(self._label, "module"):
+                out = self.forward(*args, **kwargs)
+        if self._forward_hooks:
+            for hook in tuple(self._forward_hooks.values()):
+                result = hook(self, args, out)
+                if result is not None:
+                    out = result
+        return out
+
+    def register_forward_hook(self, hook: Callable) -> RemovableHandle:
+        """Call ``hook(module, inputs, output)`` after every ``forward`` of this module.
+
+        ``inputs`` is the tuple of positional arguments. A hook that returns something other
+        than None replaces the output (as in torch). Hooks run in registration order, in
+        whatever grad mode the call ran in. Returns a handle whose ``.remove()`` unregisters
+        the hook.
+        """
+        if not callable(hook):
+            raise TypeError(f"a forward hook must be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks is None:
+            hooks = OrderedDict()
+            object.__setattr__(self, "_forward_hooks", hooks)
+        hook_id = next(_hook_ids)
+        hooks[hook_id] = hook
+        return RemovableHandle(hooks, hook_id)
 
     # -- registration -----------------------------------------------------------------
     def _registries(self, name: str):
