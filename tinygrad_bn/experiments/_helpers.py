@@ -40,3 +40,17 @@ def save(fig, path):
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return fig
+
+
+class SweepMixin:
+    """For sweep results with ``test_acc`` and ``diverged`` (norm -> (settings, seeds)) and a
+    ``threshold``: which settings train."""
+
+    def mean_acc(self, norm: str) -> np.ndarray:
+        """Test accuracy averaged over seeds, one value per swept setting."""
+        return np.asarray(self.test_acc[norm], dtype=float).mean(axis=1)
+
+    def trains(self, norm: str) -> np.ndarray:
+        """Per setting: no seed diverged and the mean accuracy reached ``threshold``."""
+        div = np.asarray(self.diverged[norm], dtype=bool).any(axis=1)
+        return (~div) & (self.mean_acc(norm) >= self.threshold)

@@ -22,7 +22,7 @@ from .. import data, nn, optim
 from ..diagnostics import capture
 from ..models import mlp
 from ..train import accuracy, fit
-from ._helpers import progress_bar, save, study_context
+from ._helpers import SweepMixin, progress_bar, save, study_context
 
 STDS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 NORMS = ("none", "batch")
@@ -32,7 +32,7 @@ HE_STD = math.sqrt(2 / 64)
 
 
 @dataclass
-class InitScaleResult:
+class InitScaleResult(SweepMixin):
     """Metrics per (norm, init std, seed); arrays are (len(stds), len(seeds)) unless noted."""
 
     dataset: str
@@ -54,14 +54,6 @@ class InitScaleResult:
     chance: float = 0.0
     threshold: float = 0.0
     seconds: float = 0.0
-
-    def mean_acc(self, norm: str) -> np.ndarray:
-        return np.asarray(self.test_acc[norm], dtype=float).mean(axis=1)
-
-    def trains(self, norm: str) -> np.ndarray:
-        """Per init std: no seed diverged and the mean accuracy reached ``threshold``."""
-        div = np.asarray(self.diverged[norm], dtype=bool).any(axis=1)
-        return (~div) & (self.mean_acc(norm) >= self.threshold)
 
     def trainable_range(self, norm: str) -> tuple:
         """(smallest, largest) init std that trains; NaNs if none does."""

@@ -20,7 +20,7 @@ import numpy as np
 from .. import data, optim
 from ..models import mlp
 from ..train import accuracy, fit
-from ._helpers import progress_bar, save, study_context
+from ._helpers import SweepMixin, progress_bar, save, study_context
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 LRS_FULL = LRS + (10.0, 30.0)  # past 3, to find where BN stops training too
@@ -31,7 +31,7 @@ _ACT = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
 
 
 @dataclass
-class LRSweepResult:
+class LRSweepResult(SweepMixin):
     """Final metrics per (norm, learning rate, seed); arrays are (len(lrs), len(seeds))."""
 
     dataset: str
@@ -49,15 +49,6 @@ class LRSweepResult:
     chance: float = 0.0  # accuracy of always predicting the most frequent test class
     threshold: float = 0.0  # halfway from chance to the best mean accuracy: "trains"
     seconds: float = 0.0
-
-    def mean_acc(self, norm: str) -> np.ndarray:
-        """Test accuracy averaged over seeds, one value per learning rate."""
-        return np.asarray(self.test_acc[norm], dtype=float).mean(axis=1)
-
-    def trains(self, norm: str) -> np.ndarray:
-        """Per learning rate: no seed diverged and the mean accuracy reached ``threshold``."""
-        div = np.asarray(self.diverged[norm], dtype=bool).any(axis=1)
-        return (~div) & (self.mean_acc(norm) >= self.threshold)
 
     def largest_lr(self, norm: str) -> float:
         """The largest learning rate that trains (NaN if none does)."""
