@@ -104,6 +104,29 @@ def _fits(t, shape: tuple) -> bool:
     return t is None or (isinstance(t, _ARRAYS) and t.shape == shape)
 
 
+def _check_channel_inputs(fn: str, x: Tensor, running_mean, running_var, weight, bias,
+                          batch_stats: bool, momentum, eps, needs_running: str) -> int:
+    """Shared checks of BatchNorm and InstanceNorm: a non-empty input, per-channel (C,)
+    running statistics and affine parameters, eps, and momentum when the statistics update.
+    ``needs_running`` names the setting under which running statistics are required."""
+    _nonempty(fn, x)
+    c = x.shape[1]
+    cs = (c,)
+    if not (_fits(running_mean, cs) and _fits(running_var, cs) and _fits(weight, cs)
+            and _fits(bias, cs)):
+        for what, t in (("running_mean", running_mean), ("running_var", running_var),
+                        ("weight", weight), ("bias", bias)):
+            _check_param(fn, what, t, cs, x.shape)
+    _check_running(fn, running_mean, running_var)
+    if not batch_stats and running_mean is None:
+        raise ValueError(f"{fn}: running_mean and running_var are required when "
+                         f"{needs_running}")
+    _check_eps(fn, eps)
+    if batch_stats and running_mean is not None:
+        _check_momentum(fn, momentum)
+    return c
+
+
 def _nonempty(fn: str, x: Tensor) -> None:
     if x.size == 0:
         raise ValueError(f"{fn}: input of shape {x.shape} is empty")
@@ -118,21 +141,9 @@ def check_batch_norm(x: Tensor, running_mean, running_var, weight, bias, trainin
             f"{fn}: expected input of shape (N, C), (N, C, L) or (N, C, H, W), got shape "
             f"{x.shape} (ndim {x.ndim})"
         )
-    _nonempty(fn, x)
-    c = x.shape[1]
-    cs = (c,)
-    if not (_fits(running_mean, cs) and _fits(running_var, cs) and _fits(weight, cs)
-            and _fits(bias, cs)):
-        for what, t in (("running_mean", running_mean), ("running_var", running_var),
-                        ("weight", weight), ("bias", bias)):
-            _check_param(fn, what, t, cs, x.shape)
-    _check_running(fn, running_mean, running_var)
-    if not training and running_mean is None:
-        raise ValueError(f"{fn}: running_mean and running_var are required when "
-                         "training=False (evaluation normalizes with the running statistics)")
-    _check_eps(fn, eps)
-    if training and running_mean is not None:
-        _check_momentum(fn, momentum)
+    c = _check_channel_inputs(fn, x, running_mean, running_var, weight, bias, training,
+                              momentum, eps, "training=False (evaluation normalizes with the "
+                              "running statistics)")
     m = x.size // c
     if training and m <= 1:
         raise ValueError(
@@ -204,18 +215,8 @@ def check_instance_norm(x: Tensor, running_mean, running_var, weight, bias,
     if x.ndim < 3:
         raise ValueError(f"{fn}: expected input of shape (N, C, L) or (N, C, H, W), got shape "
                          f"{x.shape} (ndim {x.ndim})")
-    _nonempty(fn, x)
-    c = x.shape[1]
-    for what, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        _check_param(fn, what, t, (c,), x.shape)
-    _check_running(fn, running_mean, running_var)
-    if not use_input_stats and running_mean is None:
-        raise ValueError(f"{fn}: running_mean and running_var are required when "
-                         "use_input_stats=False")
-    _check_eps(fn, eps)
-    if use_input_stats and running_mean is not None:
-        _check_momentum(fn, momentum)
+    c = _check_channel_inputs(fn, x, running_mean, running_var, weight, bias,
+                              use_input_stats, momentum, eps, "use_input_stats=False")
     spatial = x.size // (x.shape[0] * c)
     if use_input_stats and spatial <= 1:
         raise ValueError(

@@ -168,13 +168,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                     except RuntimeError:
                         raise _shape_error(node, gp.shape, p.shape) from None
                 prev = grads.get(p)
-                if prev is None:
-                    grads[p] = gp
-                elif raw_mode and type(prev) is np.ndarray and prev.base is None \
-                        and prev.dtype == gp.dtype and prev.flags.writeable:
-                    prev += gp  # an array only this slot holds: accumulate in place
-                else:
-                    grads[p] = prev + gp
+                grads[p] = gp if prev is None else _sum_into(prev, gp)
             left = deps[p] - 1
             deps[p] = left
             if left == 0:
@@ -203,13 +197,17 @@ def _deliver_leaf(leaf: Tensor, g, wanted, captured) -> None:
     if wanted is not None and leaf not in wanted:
         return
     prev = captured.get(leaf)
-    if prev is None:
-        captured[leaf] = g
-    elif type(prev) is np.ndarray and prev.base is None and prev.shape == g.shape \
+    captured[leaf] = g if prev is None else _sum_into(prev, g)
+
+
+def _sum_into(prev, g):
+    """``prev + g``, in place when ``prev`` is an array only the engine's slot holds (owned,
+    writeable, same shape and dtype); Tensors (graph mode) are added out of place."""
+    if type(prev) is np.ndarray and prev.base is None and prev.shape == g.shape \
             and prev.dtype == g.dtype and prev.flags.writeable:
-        prev += g  # an array only this slot holds: accumulate in place
-    else:
-        captured[leaf] = prev + g
+        prev += g
+        return prev
+    return prev + g
 
 
 def _accumulate_grad(leaf: Tensor, g) -> None:

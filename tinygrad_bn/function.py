@@ -231,8 +231,9 @@ class Function:
             isinstance(a, Tensor) and a.requires_grad for a in args
         )
         ctx = cls()
-        if record:  # known inside forward too, as in torch
-            ctx.needs_input_grad = tuple(_edge(a) is not None for a in args)
+        if record:  # edges known before forward: needs_input_grad is there too, as in torch
+            edges = tuple(_edge(a) for a in args)
+            ctx.needs_input_grad = tuple(e is not None for e in edges)
         prev = _grad_mode.enabled
         _grad_mode.enabled = False
         try:
@@ -248,7 +249,7 @@ class Function:
             )
         if not record:
             return _from_op(out, None)
-        ctx.parents = tuple(_edge(a) for a in args)
+        ctx.parents = edges
         return _from_op(out, ctx)
 
 
