@@ -18,7 +18,8 @@ import numpy as np
 from _harness import environment, fmt_time, median_time, table
 
 import tinygrad_bn as tb
-from tinygrad_bn import Tensor, ops
+from tinygrad_bn import Tensor
+from tinygrad_bn.core import ops
 
 QUICK = "--quick" in sys.argv
 LR = 0.01

@@ -13,7 +13,7 @@ import pytest
 
 import tinygrad_bn as tg
 from tinygrad_bn import Function, GradcheckError, Tensor
-from tinygrad_bn.gradcheck import gradcheck_report
+from tinygrad_bn.core.gradcheck import gradcheck_report
 
 EPS = 1e-5
 

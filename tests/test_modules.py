@@ -6,7 +6,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from tinygrad_bn import Tensor, no_grad, ops
+from tinygrad_bn import Tensor, no_grad
+from tinygrad_bn.core import ops
 from tinygrad_bn import nn
 from tinygrad_bn.nn import init
 
@@ -309,7 +310,7 @@ def test_sequential_container():
     assert [n for n, _ in named.named_parameters()] == ["fc.weight", "fc.bias"]
     with pytest.raises(TypeError):
         nn.Sequential(nn.ReLU(), "relu")
-    x = Tensor(np.ones((4, 2)))
+    x = Tensor(np.ones((4, 2), np.float32))
     np.testing.assert_array_equal(seq(x).data, c(seq[1](a(x))).data)
 
 

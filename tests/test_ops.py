@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinygrad_bn as tg
-from tinygrad_bn import Tensor, ops
+from tinygrad_bn import Tensor
+from tinygrad_bn.core import ops
+from tinygrad_bn.core.tensor import normalize_axis
 
 MAX_SIDE = 3
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -112,7 +114,7 @@ def _tdim(axis, ndim: int):
 
 
 def _count(shape, axis) -> int:
-    axes = ops.normalize_axis(axis, len(shape), shape)
+    axes = normalize_axis(axis, len(shape), shape)
     return int(np.prod([shape[i] for i in axes])) if axes else 1
 
 
@@ -285,14 +287,38 @@ def case_mean(data):
 
 @case
 def case_max(data):
-    return _reduction(data, distinct, "max",
+    return _reduction(data, distinct, "amax",
                       lambda torch, a, d, k: torch.amax(a, dim=d, keepdim=k))
 
 
 @case(torch_only=True)
 def case_max_ties(data):
-    return _reduction(data, ties, "max",
+    return _reduction(data, ties, "amax",
                       lambda torch, a, d, k: torch.amax(a, dim=d, keepdim=k))
+
+
+@case
+def case_min(data):
+    return _reduction(data, distinct, "amin",
+                      lambda torch, a, d, k: torch.amin(a, dim=d, keepdim=k))
+
+
+@case
+def case_clone(data):
+    rng = _rng(data)
+    return Case([normal(rng, _shape(data))], lambda a: a.clone() * 2,
+                lambda torch, a: a.clone() * 2)
+
+
+@case
+def case_cat(data):
+    rng = _rng(data)
+    shape = _shape(data, min_dims=1)
+    ax = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+    other = list(shape)
+    other[ax] = data.draw(st.integers(1, 3), label="size")
+    return Case([normal(rng, shape), normal(rng, tuple(other))],
+                lambda a, b: tg.cat([a, b, a], ax), lambda torch, a, b: torch.cat([a, b, a], ax))
 
 
 def _var_case(data, method):
@@ -366,17 +392,25 @@ def case_reshape(data):
 
 @case
 def case_transpose(data):
-    """NumPy permutation semantics: a full permutation (entries may be negative) or none."""
+    """permute (entries may be negative), torch's transpose(dim0, dim1), and NumPy's
+    extensions: transpose() reverses, transpose with 3+ axes permutes."""
     rng = _rng(data)
     shape = _shape(data, max_dims=4)
     nd = len(shape)
-    kind = data.draw(st.sampled_from(["perm", "none", "T"]), label="kind")
+    kind = data.draw(st.sampled_from(["perm", "swap", "none", "T"]), label="kind")
     if kind == "perm":
         perm = data.draw(st.permutations(range(nd)), label="perm")
         flips = data.draw(st.lists(st.booleans(), min_size=nd, max_size=nd))
         perm = tuple(p - nd if f else p for p, f in zip(perm, flips))
-        f = lambda a: a.transpose(*perm)  # noqa: E731
-    elif kind == "none":
+        f = (lambda a: a.transpose(*perm)) if nd >= 3 else (lambda a: a.permute(*perm))
+    elif kind == "swap" and nd:
+        d0 = data.draw(st.integers(-nd, nd - 1), label="dim0")
+        d1 = data.draw(st.integers(-nd, nd - 1), label="dim1")
+        perm = list(range(nd))
+        perm[d0 % nd], perm[d1 % nd] = perm[d1 % nd], perm[d0 % nd]
+        perm = tuple(perm)
+        f = lambda a: a.transpose(d0, d1)  # noqa: E731
+    elif kind in ("none", "swap"):
         perm = tuple(range(nd))[::-1]
         f = lambda a: a.transpose()  # noqa: E731
     else:
@@ -537,7 +571,9 @@ def test_every_primitive_has_a_case():
     covered = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow_tensor_exponent",
                "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Tanh": "tanh",
                "Sigmoid": "sigmoid", "ReLU": "relu", "Cast": "astype", "Sum": "sum",
-               "Mean": "mean", "Max": "max", "Expand": "expand", "MatMul": "matmul",
+               "Mean": "mean", "Max": "max", "Min": "min", "Expand": "expand",
+               "MatMul": "matmul", "Abs": "abs", "Var": "var", "Std": "std", "Clone": "clone",
+               "Cat": "cat",
                "Linear": "linear", "Reshape": "reshape", "Transpose": "transpose",
                "GetItem": "getitem_int_array", "Scatter": "getitem_int_array",
                "Where": "where"}
@@ -550,7 +586,7 @@ def test_every_primitive_has_a_case():
 # ------------------------------------------------------------------------ specifics
 def test_max_ties_share_the_gradient_evenly():
     x = Tensor(np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]]), requires_grad=True)
-    x.max(axis=1).sum().backward()
+    x.amax(axis=1).sum().backward()
     np.testing.assert_array_equal(x.grad, [[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
     y = Tensor(np.full((2, 2), 7.0), requires_grad=True)
     y.max().backward()
@@ -654,7 +690,7 @@ def test_float32_chain_stays_float32_with_python_scalars():
     np.testing.assert_array_equal(y.data, x.data * np.float32(1.00001))  # no float64 detour
     chain = [y, y + 2, 2 - y, y / 3, 3 / y, y ** 2, y ** 0.5, 2.0 ** y, -y, y.exp(), y.log(),
              y.sqrt(), y.tanh(), y.sigmoid(), y.relu(), y.abs(), y.sum(axis=0), y.mean(),
-             y.max(axis=1), y.var(axis=0, ddof=1), y.std(), y.T @ y, y.reshape(-1),
+             y.amax(axis=1), y.var(axis=0, ddof=1), y.std(), y.T @ y, y.reshape(-1),
              y[1:, np.array([0, 0])], tg.where(y.data > 1, y, 0.5 * y),
              ops.Linear.apply(y, Tensor(np.ones((2, 4), np.float32)),
                               Tensor(np.ones(2, np.float32)))]

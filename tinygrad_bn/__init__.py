@@ -1,9 +1,11 @@
 """tinygrad_bn: a small reverse-mode autodiff engine over NumPy for seeing how normalization works."""
 from ._alloc import tune_malloc as _tune_malloc
-from .tensor import Tensor, where
-from .function import Function, no_grad, enable_grad, is_grad_enabled, set_grad_enabled
-from .autograd import grad
-from .gradcheck import gradcheck, GradcheckError
+from .core.tensor import Tensor, where
+from .core.node import Function, no_grad, enable_grad, is_grad_enabled, set_grad_enabled
+from .core.autograd import grad
+from .core.gradcheck import gradcheck, GradcheckError
+from .core.factories import (tensor, zeros, ones, full, arange, randn, rand, zeros_like,
+                             ones_like, cat, stack, manual_seed)
 from .checkpoint import save, load
 from . import nn, optim, analytic, viz
 
@@ -13,7 +15,9 @@ _tune_malloc()
 
 __all__ = [
     "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
-    "grad", "gradcheck", "GradcheckError", "where", "save", "load", "nn", "optim", "analytic",
+    "grad", "gradcheck", "GradcheckError", "where", "tensor", "zeros", "ones", "full", "arange",
+    "randn", "rand", "zeros_like", "ones_like", "cat", "stack", "manual_seed", "save", "load",
+    "nn", "optim", "analytic",
     "viz",
     "__version__",
 ]

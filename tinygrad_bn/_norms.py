@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .tensor import Tensor
+from .core.tensor import Tensor
 
 
 def as_input(x, fn: str) -> Tensor:

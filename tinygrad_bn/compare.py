@@ -22,9 +22,9 @@ from typing import Callable
 import numpy as np
 
 from . import analytic
-from .gradcheck import numerical_jacobian
+from .core.gradcheck import numerical_jacobian
 from .nn import functional as F
-from .tensor import Tensor
+from .core.tensor import Tensor
 
 __all__ = ["CompareRow", "CompareReport", "compare", "compare_all", "NORMS"]
 

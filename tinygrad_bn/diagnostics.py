@@ -36,8 +36,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .function import is_grad_enabled, no_grad
-from .tensor import Tensor
+from .core.node import is_grad_enabled, no_grad
+from .core.tensor import Tensor
 
 __all__ = [
     "GAUSSIAN_UNIT_ENTROPY", "gaussian_entropy", "histogram_entropy", "saturation",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from .tensor import Tensor
+from .core.tensor import Tensor
 
 
 class Optimizer:

@@ -6,9 +6,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import ops
-from .gradcheck import GradcheckReport, gradcheck_report
-from .tensor import Tensor, where
+from .core import ops
+from .core.gradcheck import GradcheckReport, gradcheck_report
+from .core.factories import cat as tg_cat
+from .core.tensor import Tensor, where
 
 
 @dataclass
@@ -41,7 +42,11 @@ def _cases() -> list[Case]:
         Case("sum (axis=0)", lambda a: a.sum(axis=0), ((3, 4),)),
         Case("mean (axis=(0, 2), keepdims)", lambda a: a.mean(axis=(0, 2), keepdims=True),
              ((2, 3, 4),)),
-        Case("max (axis=1)", lambda a: a.max(axis=1), ((3, 4),)),
+        Case("amax (dim=1)", lambda a: a.amax(dim=1), ((3, 4),)),
+        Case("max (dim=1) values", lambda a: a.max(1).values, ((3, 4),)),
+        Case("abs", lambda a: a.abs(), ((3, 4),)),
+        Case("std (unbiased)", lambda a: a.std(0), ((5, 3),)),
+        Case("cat", lambda a: tg_cat([a, a * 2], 1), ((2, 3),)),
         Case("var (ddof=1)", lambda a: a.var(axis=0, ddof=1), ((5, 3),)),
         Case("matmul 2-D", lambda a, b: a @ b, ((3, 4), (4, 2))),
         Case("matmul batched", lambda a, b: a @ b, ((2, 3, 4), (4, 5))),

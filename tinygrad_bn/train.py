@@ -8,8 +8,8 @@ from typing import Callable
 
 import numpy as np
 
-from .function import no_grad
-from .tensor import Tensor
+from .core.node import no_grad
+from .core.tensor import Tensor
 
 
 @dataclass

@@ -33,9 +33,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .function import Function, Scope, no_grad
-from .function import scope as _scope
-from .tensor import Tensor
+from .core.node import Function, Scope, no_grad
+from .core.node import scope as _scope
+from .core.tensor import Tensor
 
 __all__ = [
     "draw_graph", "render_graph", "trace", "GraphvizNotFoundError", "COLORS",
@@ -436,7 +436,7 @@ def _gradients(items, seeds, order: list, leaves: list, edge_sink) -> dict:
     i, parent, g)`` sees the gradient sent back along each edge. With seeds of ones and a
     scalar loss this is what ``backward()`` computes.
     """
-    from .autograd import _call_backward, unbroadcast
+    from .core.autograd import _call_backward, unbroadcast
 
     pending: dict = {}
     for (_, t), seed in zip(items, seeds):

@@ -24,7 +24,7 @@ from .. import data, optim
 from ..diagnostics import capture, saturation
 from ..models import mlp
 from ..nn.losses import cross_entropy
-from ..tensor import Tensor
+from ..core.tensor import Tensor
 from ..train import accuracy
 from ._helpers import progress_bar, save, study_context
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import nn
-from ..function import is_grad_enabled, no_grad
-from ..tensor import Tensor
+from ..core.node import is_grad_enabled, no_grad
+from ..core.tensor import Tensor
 from ._helpers import progress_bar, save, study_context
 from .ics import batch_stream
 

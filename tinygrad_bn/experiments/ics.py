@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import nn
-from ..autograd import grad
-from ..function import no_grad
-from ..tensor import Tensor
+from ..core.autograd import grad
+from ..core.node import no_grad
+from ..core.tensor import Tensor
 from ._helpers import progress_bar, save, study_context
 
 LABELS = ("standard", "BatchNorm", "noisy BatchNorm")

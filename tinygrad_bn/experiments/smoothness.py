@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..autograd import grad
-from ..tensor import Tensor
+from ..core.autograd import grad
+from ..core.tensor import Tensor
 from ._helpers import progress_bar, save, study_context
 from .ics import batch_stream, make_model
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import nn
-from ..function import no_grad
-from ..tensor import Tensor
+from ..core.node import no_grad
+from ..core.tensor import Tensor
 from ._helpers import progress_bar, save, study_context
 from .ics import batch_stream
 

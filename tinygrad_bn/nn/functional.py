@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
+from ..core import ops
 from .._norms import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                       check_layer_norm, rms_eps, stat_array, update_running)
-from ..function import scope
-from ..tensor import Tensor
+from ..core.node import scope
+from ..core.tensor import Tensor
 from .losses import (binary_cross_entropy_with_logits, cross_entropy, log_softmax, mse_loss,
                      softmax)
 

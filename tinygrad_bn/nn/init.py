@@ -1,7 +1,8 @@
 """Weight initialization with torch's formulas, in place on ``Tensor.data``.
 
 Each function fills ``tensor.data`` in place (outside the graph) and returns the tensor. The
-random ones take ``rng``: a ``np.random.Generator``, a seed, or None (fresh entropy).
+random ones take ``rng``: a ``np.random.Generator``, a seed, or None (the default generator,
+which ``tinygrad_bn.manual_seed`` seeds).
 
 For a weight of shape (out, in, *k): ``fan_in = in·∏k``, ``fan_out = out·∏k``.
 """
@@ -11,7 +12,8 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..core.factories import generator
+from ..core.tensor import Tensor
 
 __all__ = [
     "calculate_gain", "fan_in_and_fan_out", "uniform_", "normal_", "constant_", "zeros_",
@@ -67,21 +69,26 @@ def _fill(tensor: Tensor, values) -> Tensor:
     if not isinstance(tensor, Tensor):
         raise TypeError(f"expected a Tensor, got {type(tensor).__name__}")
     tensor.data[...] = values
+    tensor._bump_version()
     return tensor
+
+
+def _rng(rng) -> np.random.Generator:
+    return generator() if rng is None else np.random.default_rng(rng)
 
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, rng=None) -> Tensor:
     """Fill with samples of U(a, b)."""
     if not a <= b:
         raise ValueError(f"uniform_ expects a <= b, got a={a}, b={b}")
-    return _fill(tensor, np.random.default_rng(rng).uniform(a, b, tensor.shape))
+    return _fill(tensor, _rng(rng).uniform(a, b, tensor.shape))
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, rng=None) -> Tensor:
     """Fill with samples of N(mean, std²)."""
     if not std >= 0:
         raise ValueError(f"normal_ expects std >= 0, got {std}")
-    return _fill(tensor, np.random.default_rng(rng).normal(mean, std, tensor.shape))
+    return _fill(tensor, _rng(rng).normal(mean, std, tensor.shape))
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:

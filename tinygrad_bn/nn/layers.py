@@ -5,8 +5,9 @@ import math
 
 import numpy as np
 
-from .. import ops
-from ..tensor import Tensor
+from ..core import ops
+from ..core.factories import generator
+from ..core.tensor import Tensor
 from . import init
 from .module import Module, Parameter
 
@@ -38,7 +39,7 @@ class Linear(Module):
                              f"({out_features}) must be non-negative")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        rng = np.random.default_rng(rng)
+        rng = generator() if rng is None else np.random.default_rng(rng)
         self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
         if bias:
@@ -91,13 +92,13 @@ class Dropout(Module):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p!r}")
         self.p = float(p)
-        self.rng = np.random.default_rng(rng)
+        self.rng = None if rng is None else np.random.default_rng(rng)
 
     def forward(self, x: Tensor) -> Tensor:
         p = self.p
         if not self.training or p == 0.0:
             return x
-        keep = self.rng.random(x.shape) >= p
+        keep = (self.rng if self.rng is not None else generator()).random(x.shape) >= p
         mask = np.multiply(keep, 1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=x.dtype)
         return x * mask
 

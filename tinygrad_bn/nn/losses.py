@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..function import scope
-from ..ops import Primitive
-from ..tensor import Tensor
+from ..core.node import scope
+from ..core.ops import Primitive
+from ..core.tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 

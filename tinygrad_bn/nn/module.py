@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..function import _grad_mode, scope
-from ..tensor import Tensor
+from ..core.node import _grad_mode, scope
+from ..core.tensor import Tensor
 
 
 class Parameter(Tensor):

@@ -17,16 +17,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from .function import FREED, NO_CTX, Function, _grad_mode, freed_error
+from . import tensor as _tensor  # a module reference: Tensor and apply_op, read at call time
+from .node import FREED, NO_CTX, Changes, Function, check_saved, freed_error, inplace_error
 
 
 class Primitive(Function):
-    """A Function whose forward/backward run on ndarrays (see the module docstring)."""
+    """A Function whose forward/backward run on ndarrays (see the module docstring).
+
+    What a node keeps is declared, not coded: ``save_inputs`` (indices of the inputs that
+    backward reads), optionally ``save_for`` (for each saved input, the inputs whose
+    gradient reads it: an input nobody needs is not kept, and is None in backward), and
+    ``save_output``. ``tensor.apply_op``, the one routine that records nodes, reads these
+    attributes and nothing else.
+    """
 
     _raw = True
     save_inputs: tuple = ()  # indices of the inputs that backward reads (contiguous)
+    save_for: tuple | None = None  # per saved input: the gradients that read it
     save_output = False  # backward reads the output (exp, tanh, sqrt, ...)
     _save_slice = None
+    _keep = None  # needs_input_grad -> which saved inputs to keep (None: all)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -35,74 +45,87 @@ class Primitive(Function):
             if si and tuple(si) != tuple(range(si[0], si[-1] + 1)):
                 raise TypeError(f"{cls.__name__}.save_inputs must be contiguous indices")
             cls._save_slice = slice(si[0], si[-1] + 1) if si else None
+        sf = cls.__dict__.get("save_for")
+        if sf is not None:
+            if len(sf) != len(cls.save_inputs):
+                raise TypeError(f"{cls.__name__}.save_for needs one entry per saved input")
+            cls._keep = {}
+
+    @classmethod
+    def keep_pattern(cls, needs: tuple):
+        """Which saved inputs a node with ``needs_input_grad == needs`` keeps: True for all,
+        else one bool per saved input (from ``save_for``); remembered per pattern."""
+        k = tuple(any(j < len(needs) and needs[j] for j in js) for js in cls.save_for)
+        k = True if all(k) else k
+        cls._keep[needs] = k
+        return k
+
+    @classmethod
+    def apply(cls, *args, **params):
+        """Apply to inputs (Tensors, ndarrays or Python scalars); ``params`` are settings."""
+        return _tensor.apply_op(cls, args, params)
 
     def inputs(self) -> tuple:
-        """The saved inputs: ndarrays in raw mode, Tensors (graph-connected) in graph mode."""
+        """The saved inputs: ndarrays in raw mode, Tensors (graph-connected) in graph mode.
+
+        Raises if a saved Tensor was modified in place since it was saved.
+        """
         v = self._inputs
         if v is FREED:
             raise freed_error(self)
+        if Changes.last > self._seq:
+            check_saved(self, v)
         if self._graph_mode:
             return v
         if len(v) == 2:
             a, b = v
-            return (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor) else b)
-        return tuple([x.data if isinstance(x, Tensor) else x for x in v])
+            return (a if isinstance(a, _RAW) else a.data, b if isinstance(b, _RAW) else b.data)
+        return tuple([x if isinstance(x, _RAW) else x.data for x in v])
 
     def output(self):
         """The op's own output: an ndarray in raw mode, a Tensor of this node in graph mode.
 
         The output data is saved instead of the output Tensor (which would be a cycle); in
-        graph mode it is wrapped as a Tensor whose node is ``self``, so second derivatives
-        flow through it to the inputs.
+        graph mode it is wrapped as a Tensor whose node is ``self`` (without touching its
+        scope or a trace), so second derivatives flow through it to the inputs.
         """
         out = self._out
         if out is FREED:
             raise freed_error(self)
+        if self._out_dirty:
+            raise inplace_error(self, "its output", out.shape, "> 0")
         if self._graph_mode:
-            return _from_op(out, self)
+            return _tensor._wrap(out, self)
         return out
 
-    @classmethod
-    def apply(cls, *args, **params):
-        """Apply to inputs (Tensors, ndarrays or Python scalars); ``params`` are settings."""
-        datas = []
-        edges = []
-        record = False
-        for a in args:
-            if isinstance(a, Tensor):
-                datas.append(a.data)
-                if a.requires_grad:
-                    record = True
-                    edges.append(a._ctx or a)
-                    continue
-            else:
-                datas.append(a)
-            edges.append(None)
-        if record and _grad_mode.enabled:
-            ctx = cls()
-            out = cls.forward(ctx, *datas, **params)
-            ctx.parents = tuple(edges)
-            ctx.needs_input_grad = tuple([e is not None for e in edges])
-            if cls._save_slice is not None:
-                ctx._inputs = args[cls._save_slice]
-            if cls.save_output:
-                ctx._out = out
-            return _from_op(out, ctx)
-        return _from_op(cls.forward(NO_CTX, *datas, **params), None)
 
-
-# Bound by tensor.py once the Tensor class exists (tensor.py imports this module).
-Tensor = None
-_from_op = None
-
-
-def _bind(tensor_cls, from_op) -> None:
-    global Tensor, _from_op
-    Tensor, _from_op = tensor_cls, from_op
+# what is not a Tensor among saved values (None: an input that no wanted gradient reads)
+_RAW = (np.ndarray, np.generic, int, float, type(None))
 
 
 def _is_tensor(x) -> bool:
-    return isinstance(x, Tensor)
+    """True in graph mode, where backward rules receive Tensors instead of ndarrays."""
+    return not isinstance(x, _RAW)
+
+
+def _data(x):
+    """The array behind ``x`` (a Tensor in graph mode, an ndarray in raw mode)."""
+    return x.data if _is_tensor(x) else x
+
+
+def _where0(cond, x):
+    """``x`` with 0 where ``cond`` (a constant mask); differentiable in ``x`` for Tensors."""
+    if _is_tensor(x):
+        return Where.apply(0.0, x, cond=cond)
+    return np.where(cond, 0, x).astype(x.dtype, copy=False)
+
+
+def _scale(x, c):
+    """``x * c``: in place for a fresh ndarray (raw mode), a new node for a Tensor."""
+    if _is_tensor(x):
+        return x * c
+    x *= c
+    return x
 
 
 def _log(x):
@@ -182,6 +205,7 @@ class Mul(Primitive):
     """Product ``a * b`` (broadcasting). d/da = b, d/db = a."""
 
     save_inputs = (0, 1)
+    save_for = ((1,), (0,))  # a is read only for d/db, b only for d/da
 
     @staticmethod
     def forward(ctx, a, b):
@@ -211,12 +235,16 @@ class Div(Primitive):
         gb = None
         if ctx.needs_input_grad[1]:
             gb = ga * ctx.output()
-            gb *= -1.0  # in place on a fresh array (a new node for Tensors)
+            gb = _scale(gb, -1.0)
         return (ga if ctx.needs_input_grad[0] else None), gb
 
 
 class Pow(Primitive):
-    """Power ``y = a ** b`` (tensor or scalar exponent). d/da = b·a^(b-1), d/db = y·log(a)."""
+    """Power ``y = a ** b`` (tensor or scalar exponent). d/da = b·a^(b-1), d/db = y·log(a).
+
+    At the edges torch's values: d/da is 0 where b = 0 (not 0·inf), and d/db is 0 where
+    a = 0 and b >= 0 (the limit of y·log(a), not 0·(-inf) = nan).
+    """
 
     save_inputs = (0, 1)
 
@@ -237,11 +265,21 @@ class Pow(Primitive):
                     ga = g * 0.0
                 else:
                     ga = g * a if b == 2 else g * a ** (b - 1)
-                    ga *= b  # in place on a fresh array (a new node for Tensors)
+                    ga = _scale(ga, b)
             else:
                 ga = g * (b * a ** (b - 1))
+                zero_b = _data(b) == 0
+                if np.any(zero_b):
+                    ga = _where0(np.broadcast_to(zero_b, ga.shape), ga)
         if ctx.needs_input_grad[1]:
-            gb = g * (ctx.output() * _log(a))
+            ad = _data(a)
+            edge = (ad == 0) & (_data(b) >= 0)
+            if np.any(edge):  # the limit of y·log(a) at a = 0 is 0 (torch), not nan
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gb = _where0(np.broadcast_to(edge, np.broadcast_shapes(
+                        np.shape(g), np.shape(ad))), g * (ctx.output() * _log(a)))
+            else:
+                gb = g * (ctx.output() * _log(a))
         return ga, gb
 
 
@@ -342,10 +380,34 @@ class ReLU(Primitive):
 
     @staticmethod
     def backward(ctx, g):
-        out = ctx._out
-        if out is FREED:
-            raise freed_error(ctx)
-        return (g * (out > 0),)
+        return (g * (_data(ctx.output()) > 0),)
+
+
+class Abs(Primitive):
+    """``y = |a|``; dy/da = sign(a): -1, 0 at a = 0 (as torch), +1."""
+
+    save_inputs = (0,)
+
+    @staticmethod
+    def forward(ctx, a):
+        return np.abs(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.inputs()
+        return (g * np.sign(_data(a)),)
+
+
+class Clone(Primitive):
+    """A copy of ``a`` in new memory; the gradient passes through unchanged."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g,)
 
 
 class Cast(Primitive):
@@ -362,6 +424,27 @@ class Cast(Primitive):
 
 
 # ----------------------------------------------------------------------------- reductions
+def _reduce_sum(a, axis, keepdims):
+    """``Σ a`` over ``axis`` with torch's accumulation: integers and bools sum to int64,
+    float16 accumulates in float32 and is rounded back once."""
+    kind = a.dtype.char
+    if kind == "f" or kind == "d":  # float32, float64
+        return np.add.reduce(a, axis=axis, keepdims=keepdims)
+    if a.dtype.kind in "biu":
+        return np.add.reduce(a, axis=axis, keepdims=keepdims, dtype=np.int64)
+    if a.dtype == np.float16:
+        return np.add.reduce(a, axis=axis, keepdims=keepdims,
+                             dtype=np.float32).astype(np.float16)
+    return np.add.reduce(a, axis=axis, keepdims=keepdims)
+
+
+def _count(shape, axes) -> int:
+    n = 1
+    for i in axes:
+        n *= shape[i]
+    return n
+
+
 class Sum(Primitive):
     """Sum over ``axis`` (all by default). The gradient broadcasts back over the summed axes."""
 
@@ -370,7 +453,7 @@ class Sum(Primitive):
         ctx.in_shape = a.shape
         ctx.axes = axis
         ctx.keepdims = keepdims
-        return np.add.reduce(a, axis=axis, keepdims=keepdims)
+        return _reduce_sum(a, axis, keepdims)
 
     @staticmethod
     def backward(ctx, g):
@@ -380,45 +463,126 @@ class Sum(Primitive):
 
 
 class Mean(Primitive):
-    """Mean over ``axis`` (n elements each). The gradient is ``grad / n`` broadcast back."""
+    """Mean over ``axis`` (n elements each). The gradient is ``grad / n`` broadcast back.
+
+    The mean over no values is nan, as in torch.
+    """
 
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.in_shape = a.shape
         ctx.axes = axis
         ctx.keepdims = keepdims
-        n = 1
-        for i in axis:
-            n *= a.shape[i]
-        ctx.n = n
-        return np.add.reduce(a, axis=axis, keepdims=keepdims) / n
+        n = ctx.n = _count(a.shape, axis)
+        acc = np.float32 if a.dtype == np.float16 else None
+        if n == 0:  # the mean over no values is nan (no warning, as torch)
+            return np.full(np.add.reduce(a, axis=axis, keepdims=keepdims).shape, np.nan,
+                           dtype=a.dtype)
+        out = np.add.reduce(a, axis=axis, keepdims=keepdims, dtype=acc) / n
+        return out.astype(a.dtype, copy=False) if acc is not None else out
 
     @staticmethod
     def backward(ctx, g):
         shape = ctx.in_shape
         if not ctx.keepdims:
             g = g.reshape(_keepdims_shape(shape, ctx.axes))
-        return (_expand(g, shape, 1.0 / ctx.n),)
+        return (_expand(g, shape, 1.0 / ctx.n if ctx.n else np.nan),)
 
 
 class Max(Primitive):
     """Maximum over ``axis``; the gradient is shared evenly among ties (like ``torch.amax``)."""
 
-    @staticmethod
-    def forward(ctx, a, axis=None, keepdims=False):
-        out = np.max(a, axis=axis, keepdims=keepdims)
+    save_inputs = (0,)
+    save_output = True
+    _reduce = staticmethod(np.max)
+
+    @classmethod
+    def forward(cls, ctx, a, axis=None, keepdims=False):
         ctx.axes = axis
         ctx.keepdims = keepdims
-        ctx.save_for_backward(a, out)
-        return out
+        return cls._reduce(a, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
-        a, out = ctx.saved_tensors
+        (a,) = ctx.inputs()
+        a = _data(a)
+        out = _data(ctx.output())
         kshape = _keepdims_shape(a.shape, ctx.axes)
         mask = a == np.reshape(out, kshape)
         share = mask / mask.sum(axis=ctx.axes, keepdims=True)
         return (g.reshape(kshape) * share.astype(a.dtype, copy=False),)
+
+
+class Min(Max):
+    """Minimum over ``axis``; the gradient is shared evenly among ties (like ``torch.amin``)."""
+
+    _reduce = staticmethod(np.min)
+
+
+class Var(Primitive):
+    """Variance over ``axis`` in two passes: ``Σ (a - mean)² / (n - correction)``.
+
+    d/da = 2 (a - mean) / (n - correction). Accumulated in float64 (float32 for float16),
+    as torch does on the CPU: constant values give exactly 0.
+    """
+
+    save_inputs = (0,)
+
+    @staticmethod
+    def forward(ctx, a, axis, correction, keepdims=False):
+        ctx.axes = axis
+        ctx.keepdims = keepdims
+        ctx.in_shape = a.shape
+        n = ctx.n = _count(a.shape, axis)
+        ctx.correction = correction
+        acc = np.float32 if a.dtype == np.float16 else np.float64
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.add.reduce(a, axis=axis, keepdims=True, dtype=acc) / n
+            d = a - m
+            s = np.add.reduce(d * d, axis=axis, keepdims=keepdims) / max(0, n - correction)
+        return np.asarray(s).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def _dvar(ctx, gv):
+        """The gradient of the input for ``gv``, the gradient of the variance."""
+        (a,) = ctx.inputs()
+        if not ctx.keepdims:
+            gv = gv.reshape(_keepdims_shape(ctx.in_shape, ctx.axes))
+        d = a - a.mean(axis=ctx.axes, keepdims=True)
+        with np.errstate(divide="ignore"):
+            scale = np.divide(2.0, ctx.n - ctx.correction)
+        return gv * d * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        with np.errstate(invalid="ignore"):
+            return (Var._dvar(ctx, g),)
+
+
+class Std(Primitive):
+    """Standard deviation ``s = sqrt(var)`` over ``axis``.
+
+    d/da = (a - mean) / (s (n - correction)), and 0 where s = 0 (constant values), as torch:
+    not the 0 · inf = nan that ``var().sqrt()`` would give.
+    """
+
+    save_inputs = (0,)
+    save_output = True
+
+    @staticmethod
+    def forward(ctx, a, axis, correction, keepdims=False):
+        return np.sqrt(Var.forward(ctx, a, axis, correction, keepdims))
+
+    @staticmethod
+    def backward(ctx, g):
+        s = ctx.output()
+        zero = _data(s) == 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if np.any(zero):
+                gv = _where0(zero, g / (s * 2.0 + zero))
+            else:
+                gv = g / (s * 2.0)
+            return (Var._dvar(ctx, gv),)
 
 
 class Expand(Primitive):
@@ -431,6 +595,29 @@ class Expand(Primitive):
     @staticmethod
     def backward(ctx, g):
         return (g,)
+
+
+class Cat(Primitive):
+    """Concatenation along ``axis``; the gradient is cut back into the inputs' pieces."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        ctx.sizes = [a.shape[axis] for a in arrays]
+        return np.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        idx = [slice(None)] * len(g.shape)
+        start, parts = 0, []
+        for n, need in zip(ctx.sizes, ctx.needs_input_grad):
+            if need:
+                idx[ctx.axis] = slice(start, start + n)
+                parts.append(g[tuple(idx)])
+            else:
+                parts.append(None)
+            start += n
+        return tuple(parts)
 
 
 # ------------------------------------------------------------------------------- linear
@@ -452,6 +639,11 @@ class MatMul(Primitive):
             raise ValueError(
                 f"matmul: both operands need at least one dimension, got shapes {a.shape} "
                 f"and {b.shape} (use * for scalars)"
+            )
+        if a.dtype != b.dtype:
+            raise RuntimeError(
+                f"matmul: expected both operands to have the same dtype, got {a.dtype} and "
+                f"{b.dtype}; cast one of them first (e.g. .astype(np.float32) or .float())"
             )
         try:
             return np.matmul(a, b)
@@ -499,6 +691,7 @@ class Linear(Primitive):
     """
 
     save_inputs = (0, 1)
+    save_for = ((1,), (0,))  # x is read only for dW, W only for dx
 
     @staticmethod
     def forward(ctx, x, w, b=None):
@@ -506,6 +699,12 @@ class Linear(Primitive):
             raise ValueError(
                 f"linear: input of shape {x.shape} does not match weight of shape {w.shape} "
                 f"(expected (..., {w.shape[-1] if w.ndim else '?'}) for weight (out, in))"
+            )
+        if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
+            raise RuntimeError(
+                f"linear: input ({x.dtype}), weight ({w.dtype})"
+                + (f" and bias ({b.dtype})" if b is not None else "")
+                + " must have the same dtype; cast the input first (e.g. x.float())"
             )
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"linear: bias of shape {b.shape} does not match weight {w.shape}")

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .autograd import grad as _grad
-from .function import no_grad
+from .node import no_grad
 from .tensor import Tensor
 
 

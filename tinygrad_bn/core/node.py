@@ -1,8 +1,11 @@
-"""The ``Function`` base class (one graph node per call) and the grad mode.
+"""Graph nodes: the ``Function`` base class (one node per call), the grad mode and scopes.
 
 A ``Function`` subclass defines ``forward(ctx, *inputs)`` and ``backward(ctx, grad)``.
-``Op.apply(*inputs)`` runs ``forward`` with recording off and, when an input requires a
+``Op.apply(*inputs)`` hands the call to the one routine that records nodes
+(``tensor.apply_op``): it runs ``forward`` with recording off and, when an input requires a
 gradient, returns a Tensor whose ``_ctx`` is the ``ctx`` object: the node of the graph.
+
+This module knows nothing of ``Tensor``; ``tensor.py`` builds on it.
 
 A node points at the nodes of its inputs (or at the leaf Tensors themselves), never at
 intermediate Tensors and never at its own output, so intermediate values live only as long as
@@ -11,9 +14,9 @@ something saved them, and a graph is freed by reference counting alone (no cycle
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 from typing import Any
-
 
 
 class _GradMode(threading.local):
@@ -149,6 +152,39 @@ def freed_error(node) -> RuntimeError:
     return RuntimeError(_FREED_MESSAGE.format(op=type(node).__name__))
 
 
+# -- in-place changes (torch's version counter) ------------------------------------------
+# Every recorded node and every in-place change takes a tick of one clock. A node's saved
+# Tensor is stale when it changed after the node was made; `Changes.last` (the latest change
+# anywhere) lets the common case — nothing changed since — cost one comparison.
+tick = itertools.count(1).__next__
+
+
+class Changes:
+    last = 0  # the tick of the latest in-place change of any Tensor
+
+
+class Hooks:
+    live = 0  # how many register_hook() functions exist: backward looks for none while 0
+
+
+def inplace_error(node, what: str, shape, version) -> RuntimeError:
+    return RuntimeError(
+        f"one of the values needed for gradient computation has been modified by an in-place "
+        f"operation: {what} of shape {tuple(shape)}, saved by {type(node).__name__} "
+        f"({node.name}), was changed after it was saved (it is now at version {version}). "
+        f"Compute on a copy (x = x + y, or .clone()) instead of modifying it in place."
+    )
+
+
+def check_saved(node, saved) -> None:
+    """Raise if a Tensor in ``saved`` changed in place after ``node`` was recorded."""
+    if Changes.last <= node._seq:
+        return
+    for i, t in enumerate(saved):
+        if getattr(t, "_changed", 0) > node._seq:
+            raise inplace_error(node, f"saved value {i}", t.data.shape, t._version)
+
+
 class Function:
     """Base class of every graph node; the instance is also the ``ctx`` of its op.
 
@@ -190,12 +226,19 @@ class Function:
     _saved: Any = ()
     _inputs: Any = ()
     _out: Any = None
+    _seq = 0  # the clock's tick when the node was recorded (see check_saved)
+    _out_dirty = False  # the output Tensor was modified in place after the node saved it
     _retained = None  # weakref to an output Tensor that asked for retain_grad()
+    _hooks = None  # register_hook() functions of the output Tensor (a list)
     _graph_mode = False  # True while backward builds a differentiable graph
 
     # -- ctx API -----------------------------------------------------------------------
     def save_for_backward(self, *values) -> None:
-        """Keep ``values`` (Tensors, ndarrays or None) for ``backward``."""
+        """Keep ``values`` (Tensors, ndarrays or None) for ``backward``.
+
+        If a saved Tensor is modified in place before ``backward``, reading it raises (as
+        torch's version counter does).
+        """
         self._saved = values
 
     @property
@@ -204,6 +247,7 @@ class Function:
         saved = self._saved
         if saved is FREED:
             raise freed_error(self)
+        check_saved(self, saved)
         return saved
 
     @property
@@ -227,47 +271,9 @@ class Function:
     @classmethod
     def apply(cls, *args, **kwargs):
         """Run ``forward`` on the inputs; record a node when an input requires grad."""
-        record = _grad_mode.enabled and any(
-            isinstance(a, Tensor) and a.requires_grad for a in args
-        )
-        ctx = cls()
-        if record:  # edges known before forward: needs_input_grad is there too, as in torch
-            edges = tuple(_edge(a) for a in args)
-            ctx.needs_input_grad = tuple(e is not None for e in edges)
-        prev = _grad_mode.enabled
-        _grad_mode.enabled = False
-        try:
-            out = cls.forward(ctx, *args, **kwargs)
-        finally:
-            _grad_mode.enabled = prev
-        if isinstance(out, Tensor):
-            out = out.data
-        elif isinstance(out, (tuple, list)):
-            raise TypeError(
-                f"{cls.__name__}.forward returned a {type(out).__name__}; a Function has "
-                "exactly one output (a Tensor or an ndarray)"
-            )
-        if not record:
-            return _from_op(out, None)
-        ctx.parents = edges
-        return _from_op(out, ctx)
+        from .tensor import apply_op  # tensor.py imports this module, so import on use
 
-
-def _edge(a):
-    """The graph edge to input ``a``: its node, the leaf Tensor itself, or None."""
-    if isinstance(a, Tensor) and a.requires_grad:
-        return a._ctx if a._ctx is not None else a
-    return None
-
-
-# Bound by tensor.py once the Tensor class exists (tensor.py imports this module).
-Tensor = None
-_from_op = None
-
-
-def _bind(tensor_cls, from_op) -> None:
-    global Tensor, _from_op
-    Tensor, _from_op = tensor_cls, from_op
+        return apply_op(cls, args, kwargs)
 
 
 class _NoCtx:

@@ -3,16 +3,24 @@
 Nodes are processed in topological order by counting, for each node, how many edges from
 the rest of the graph still owe it a gradient (Kahn's algorithm); nothing recurses, so a graph
 100,000 ops deep is fine. Broadcast gradients are reduced to each input's shape in one
-place, ``unbroadcast``.
+place, ``unbroadcast``; a gradient whose dtype differs from its input's (mixed-dtype ops) is
+cast to the input's dtype on the edge, as torch does. ``register_hook`` functions run where
+a Tensor's gradient is complete: before its node's backward, or for a leaf once per pass.
 """
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
 
-from .function import FREED, Function, _grad_mode
-from .tensor import Tensor, _from_op
+from .node import FREED, Function, Hooks, _grad_mode
+from .tensor import Tensor
+
+_wrap = Tensor._wrap
+# Adding into a leaf's .grad is read-modify-write: threads backpropagating into one shared
+# leaf take turns (the rest of a backward pass runs in parallel).
+_accumulate_lock = threading.Lock()
 
 
 def unbroadcast(g, shape: tuple):
@@ -76,7 +84,7 @@ def _call_backward(node: Function, g, graph_mode: bool) -> tuple:
         finally:
             node._graph_mode = False
     # a user Function: it receives and returns Tensors
-    out = node.backward(node, g if graph_mode else _from_op(g, None))
+    out = node.backward(node, g if graph_mode else _wrap(g, None))
     if not isinstance(out, tuple):
         out = (out,)
     n = len(node.parents)
@@ -126,11 +134,14 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     pop = ready.pop
     push = ready.append
     raw_mode = not graph_mode
+    hooked = Hooks.live > 0
     while ready:
         node = pop()
         g = grads.pop(node, None)
         parents = node.parents
         if g is not None:
+            if hooked and node._hooks:
+                g = _run_hooks(node._hooks, g, graph_mode, node.shape)
             if wanted is not None and node in wanted:
                 captured[node] = g
                 if raw_mode and type(g) is np.ndarray:
@@ -159,6 +170,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                             gp = unbroadcast(gp, p.data.shape)
                         except RuntimeError:
                             raise _shape_error(node, gp.shape, p.data.shape) from None
+                    dt = p.data.dtype
+                    if gp.dtype is not dt and gp.dtype != dt:
+                        gp = gp.astype(dt)
                     _deliver_leaf(p, gp, wanted, captured)
                 continue
             if gp is not None:
@@ -167,6 +181,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                         gp = unbroadcast(gp, p.shape)
                     except RuntimeError:
                         raise _shape_error(node, gp.shape, p.shape) from None
+                dt = p.dtype
+                if gp.dtype is not dt and gp.dtype != dt:
+                    gp = gp.astype(dt)
                 prev = grads.get(p)
                 grads[p] = gp if prev is None else _sum_into(prev, gp)
             left = deps[p] - 1
@@ -179,10 +196,36 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             node._saved = FREED
             node._inputs = FREED
             node._out = FREED
+    if hooked:
+        for leaf in [k for k in captured if isinstance(k, Tensor) and k._hooks]:
+            captured[leaf] = _run_hooks(leaf._hooks, captured[leaf], graph_mode,
+                                        leaf.data.shape)
     if wanted is None:  # backward(): each leaf's gradients were summed first, add them now
-        for leaf, g in captured.items():
-            _accumulate_grad(leaf, g)
+        _accumulate_lock.acquire()
+        try:
+            for leaf, g in captured.items():
+                _accumulate_grad(leaf, g)
+        finally:
+            _accumulate_lock.release()
     return captured
+
+
+def _run_hooks(hooks: list, g, graph_mode: bool, shape: tuple):
+    """Apply ``register_hook`` functions in order: each sees a Tensor and may replace it."""
+    for fn in list(hooks):
+        arg = g if graph_mode else _wrap(g, None)
+        new = fn(arg)
+        if new is None:
+            continue
+        if graph_mode:
+            new = new if isinstance(new, Tensor) else _wrap(np.asarray(new), None)
+        else:
+            new = np.asarray(new.data if isinstance(new, Tensor) else new)
+        if tuple(new.shape) != tuple(shape):
+            raise RuntimeError(f"a hook returned a gradient of shape {tuple(new.shape)} for a "
+                               f"Tensor of shape {tuple(shape)}")
+        g = new
+    return g
 
 
 def _retain(node, g) -> None:
@@ -233,7 +276,7 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
                 f"has shape {t.shape}: pass a gradient of that shape"
             )
         arr = np.ones(t.data.shape, dtype=t.data.dtype)
-        return _from_op(arr, None) if graph_mode else arr
+        return _wrap(arr, None) if graph_mode else arr
     if isinstance(g, Tensor):
         gshape = g.shape
     else:
@@ -245,7 +288,7 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
             f"shape {t.shape}"
         )
     if graph_mode:
-        return g if isinstance(g, Tensor) else _from_op(np.array(g, dtype=t.data.dtype), None)
+        return g if isinstance(g, Tensor) else _wrap(np.array(g, dtype=t.data.dtype), None)
     data = g.data if isinstance(g, Tensor) else g
     if data.dtype != t.data.dtype:
         return data.astype(t.data.dtype)
@@ -323,6 +366,6 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False,
         elif isinstance(g, Tensor):
             result.append(g)
         else:
-            result.append(_from_op(np.array(g, dtype=t.data.dtype) if g.dtype != t.data.dtype
-                                   or not g.flags.writeable else g, None))
+            result.append(_wrap(np.array(g, dtype=t.data.dtype) if g.dtype != t.data.dtype
+                                or not g.flags.writeable or g.base is not None else g, None))
     return tuple(result)

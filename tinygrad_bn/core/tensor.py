@@ -1,0 +1,1215 @@
+"""``Tensor``: an ndarray, its gradient, and the node of the graph that made it.
+
+Every node of a graph is made by one routine, ``apply_op``: it runs an op's forward, and when
+grad mode is on and an input requires a gradient it records the node — its edges, what
+backward will read (the op's declared ``save_inputs`` / ``save_output``, with the version of
+each saved Tensor), its output's shape, dtype, scope and trace. Tensor methods and operators
+are thin: they check arguments the way torch does, then call ``apply_op``.
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+
+from . import ops
+from .node import NO_CTX, Changes, Hooks, _grad_mode, tick
+
+_new = object.__new__
+_ndarray = np.ndarray
+_EMPTY: dict = {}
+
+
+# ----------------------------------------------------------------------- the one routine
+def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None, edges=None) -> "Tensor":
+    """Apply op ``fn`` (a Function class) to ``args``; the only place a node is created.
+
+    Primitives (``fn._raw``) compute on ndarrays (``datas``, the arrays behind ``args``
+    unless the caller already converted them); other Functions receive the arguments as
+    given, with recording off. When grad mode is on and a Tensor argument requires grad,
+    the node is recorded: ``parents`` (one edge per argument: the input's node, the leaf
+    Tensor itself, or None), ``needs_input_grad``, the saved inputs with their versions,
+    the saved output, and the output's shape, dtype, scope (and trace statistics).
+    ``edges`` may be passed by a caller that has already found them (the operators).
+    """
+    # Edges and arrays, spelled out for one and two inputs: this runs for every op, and a
+    # loop or comprehension would cost more than the rest of the routine.
+    if edges is not None:  # the operators found them already (two inputs)
+        needs = _NEEDS2[edges[0] is None][edges[1] is None]
+    elif len(args) == 1:
+        a = args[0]
+        if isinstance(a, Tensor):
+            if datas is None:
+                datas = (a.data,)
+            if a.requires_grad and _grad_mode.enabled:
+                edges = (a._ctx or a,)
+                needs = _NEED1
+    else:
+        es = []
+        ns = []
+        ds = []
+        record = False
+        for a in args:
+            if isinstance(a, Tensor):
+                ds.append(a.data)
+                if a.requires_grad:
+                    es.append(a._ctx or a)
+                    ns.append(True)
+                    record = True
+                    continue
+            else:
+                ds.append(a)
+            es.append(None)
+            ns.append(False)
+        if datas is None:
+            datas = ds
+        if record and _grad_mode.enabled:
+            edges = tuple(es)
+            needs = tuple(ns)
+    if fn._raw:
+        if edges is None:
+            return _wrap(fn.forward(NO_CTX, *datas, **params), None)
+        ctx = fn()
+        ctx.needs_input_grad = needs
+        out = fn.forward(ctx, *datas, **params) if params else fn.forward(ctx, *datas)
+        sl = fn._save_slice
+        if sl is not None:
+            saved = args[sl]
+            if fn._keep is not None:
+                keep = fn._keep.get(needs) or fn.keep_pattern(needs)
+                if keep is not True:  # drop the inputs that no wanted gradient reads
+                    if len(saved) == 2:
+                        saved = (saved[0] if keep[0] else None, saved[1] if keep[1] else None)
+                    else:
+                        saved = tuple([x if k else None for x, k in zip(saved, keep)])
+            ctx._inputs = saved
+            ctx._seq = tick()  # saved Tensors changed in place after this tick are stale
+        if fn.save_output:
+            ctx._out = out
+    else:
+        ctx = fn()
+        if edges is not None:  # known before forward, as in torch
+            ctx.needs_input_grad = needs
+            ctx._seq = tick()
+        prev = _grad_mode.enabled
+        _grad_mode.enabled = False
+        try:
+            out = fn.forward(ctx, *args, **params)
+        finally:
+            _grad_mode.enabled = prev
+        if isinstance(out, Tensor):
+            out = out.data
+        elif isinstance(out, (tuple, list)):
+            raise TypeError(
+                f"{fn.__name__}.forward returned a {type(out).__name__}; a Function has "
+                "exactly one output (a Tensor or an ndarray)"
+            )
+        if edges is None:
+            return _wrap(out, None)
+    ctx.parents = edges
+    if type(out) is not _ndarray:
+        out = np.asarray(out)
+    t = _new(Tensor)  # as _wrap, spelled out: this is every recorded op's output
+    t.data = out
+    t.grad = None
+    t._ctx = ctx
+    t._name = None
+    t._hooks = None
+    t.requires_grad = True
+    ctx.shape = out.shape
+    ctx.dtype = out.dtype
+    sc = _grad_mode.scope
+    if sc is not None:
+        ctx.scope = sc
+        if sc.record is not None:  # viz.trace() is open
+            sc.record(ctx, out)
+    return t
+
+
+_NEED1 = (True,)
+_NEEDS2 = (((True, True), (True, False)), ((False, True), (False, False)))  # [a None][b None]
+
+
+def _wrap(data, ctx) -> "Tensor":
+    """A Tensor around an op's result (``ctx``: its node, or None). Touches nothing else:
+    re-wrapping an output for ``create_graph`` goes through here too, so it never changes
+    a node's scope or trace."""
+    if type(data) is not _ndarray:
+        data = np.asarray(data)
+    t = _new(Tensor)
+    t.data = data
+    t.grad = None
+    t._ctx = ctx
+    t._name = None
+    t._hooks = None
+    t.requires_grad = ctx is not None
+    return t
+
+
+def _edge(a):
+    """The graph edge to input ``a``: its node, the leaf Tensor itself, or None."""
+    if isinstance(a, Tensor) and a.requires_grad:
+        return a._ctx if a._ctx is not None else a
+    return None
+
+
+# ------------------------------------------------------------------------- dtypes
+_DEFAULT_FLOAT = np.dtype(np.float32)
+_INT64 = np.dtype(np.int64)
+_BOOL = np.dtype(np.bool_)
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def _promote(x: np.dtype, y: np.dtype) -> np.dtype:
+    """torch's ``promote_types``: a higher category (bool < int < float) wins outright."""
+    cx, cy = _CATEGORY[x.kind], _CATEGORY[y.kind]
+    if cx != cy:
+        return x if cx > cy else y
+    return np.promote_types(x, y)
+
+
+def _combine(higher, lower):
+    """torch's rule for letting 0-d tensors and Python scalars raise only the category."""
+    if higher is None:
+        return lower
+    if lower is None:
+        return higher
+    if higher.kind in "fc":
+        return higher
+    if higher.kind == "b" or lower.kind in "fc":
+        return _promote(higher, lower)
+    return higher
+
+
+def result_type(*operands) -> np.dtype:
+    """The dtype of an elementwise op on ``operands`` under PyTorch's promotion rules.
+
+    Operands are ndarrays (Tensor data) or Python scalars. Tensors with dimensions decide
+    the dtype within a category; 0-d tensors and Python scalars only raise the category
+    (``float32 (3,) + float64 0-d`` is float32, ``int64 (3,) + 2.5`` is float32).
+    """
+    dim = zero = wrapped = None
+    for x in operands:
+        if isinstance(x, _ndarray):
+            dt = x.dtype
+            if x.ndim:
+                dim = dt if dim is None else _promote(dim, dt)
+            else:
+                zero = dt if zero is None else _promote(zero, dt)
+        else:
+            if isinstance(x, bool):
+                dt = _BOOL
+            elif isinstance(x, int):
+                dt = _INT64
+            elif isinstance(x, float):
+                dt = _DEFAULT_FLOAT
+            else:
+                dt = np.dtype(np.complex64)
+            wrapped = dt if wrapped is None else _promote(wrapped, dt)
+    return _combine(dim, _combine(zero, wrapped))
+
+
+def _operand(x):
+    """A non-Tensor operand as NumPy sees it: Python scalars stay weak (take the Tensor's dtype)."""
+    if isinstance(x, (int, float, bool)):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, _ndarray):
+        return x
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x)
+    raise TypeError(f"unsupported operand type for a Tensor operation: {type(x).__name__}")
+
+
+def _broadcastable(s1: tuple, s2: tuple) -> bool:
+    for x, y in zip(reversed(s1), reversed(s2)):
+        if x != y and x != 1 and y != 1:
+            return False
+    return True
+
+
+def _cast(x, dtype):
+    return x.astype(dtype) if isinstance(x, _ndarray) and x.dtype != dtype else x
+
+
+def _binary(fn, a, b, dtype=None) -> "Tensor":
+    """An elementwise two-input primitive on Tensors, ndarrays or scalars, with torch's
+    type promotion (``dtype`` overrides it, e.g. true division of integers). A failure is
+    reported as a broadcasting error only when the shapes do not broadcast; every other
+    error of the op passes through unchanged."""
+    if isinstance(a, Tensor):
+        ad = a.data
+        ra = a.requires_grad
+    else:
+        ad = _operand(a)
+        ra = False
+    if isinstance(b, Tensor):
+        bd = b.data
+        rb = b.requires_grad
+    else:
+        bd = _operand(b)
+        rb = False
+    if dtype is None:  # one side is a Tensor, so at least one of ad, bd is an ndarray
+        if type(bd) is _ndarray:
+            if type(ad) is _ndarray:
+                if ad.dtype is not bd.dtype:
+                    dtype = result_type(ad, bd)
+            elif bd.dtype.kind in "biu":  # int + 2.5 is float32; int + 2 stays int
+                dtype = result_type(ad, bd)
+        elif ad.dtype.kind in "biu":
+            dtype = result_type(ad, bd)
+    if dtype is not None:
+        ad = _cast(ad, dtype)
+        bd = _cast(bd, dtype)
+    try:
+        if (ra or rb) and _grad_mode.enabled:
+            return apply_op(fn, (a, b), _EMPTY, (ad, bd),
+                            ((a._ctx or a) if ra else None, (b._ctx or b) if rb else None))
+        return _wrap(fn.forward(NO_CTX, ad, bd), None)  # nothing to record
+    except ValueError:
+        sa, sb = np.shape(ad), np.shape(bd)
+        if fn is not ops.MatMul and not _broadcastable(sa, sb):
+            raise ValueError(f"{fn.__name__.lower()}: shapes {sa} and {sb} do not "
+                             "broadcast") from None
+        raise
+
+
+def _float_input(t: "Tensor") -> "Tensor":
+    """Integer and bool Tensors become float32 for float-valued functions (as torch)."""
+    if t.data.dtype.kind in "fc":
+        return t
+    return Tensor._wrap(t.data.astype(_DEFAULT_FLOAT), None)
+
+
+# ------------------------------------------------------------------------- arguments
+class AxisError(IndexError, ValueError):
+    """An axis (dim) out of range: an IndexError as in torch, also a ValueError."""
+
+
+def _pick(name: str, torch_value, numpy_name: str, numpy_value, default=None):
+    """One of two spellings of an argument (``dim``/``axis``, ``keepdim``/``keepdims``)."""
+    if numpy_value is not None:
+        if torch_value is not None:
+            raise TypeError(f"got both {name}= and {numpy_name}=; pass one of them")
+        return numpy_value
+    return default if torch_value is None else torch_value
+
+
+def _norm_axis(axis: int, ndim: int, shape=None, extra: int = 0) -> int:
+    """One axis as a non-negative int; ``extra=1`` for ``unsqueeze`` (one past the end)."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"dim must be an int, got {type(axis).__name__} {axis!r}")
+    n = max(ndim + extra, 1)
+    if not -n <= axis < n:
+        raise AxisError(
+            f"dimension out of range (expected to be in range of [{-n}, {n - 1}], but got "
+            f"{axis}) for a tensor of shape {tuple(shape if shape is not None else ())}"
+        )
+    return int(axis) % n if ndim + extra else 0
+
+
+_ALL_AXES = [tuple(range(n)) for n in range(33)]
+
+
+def normalize_axis(axis, ndim: int, shape=None) -> tuple:
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative axes; AxisError if bad.
+
+    An empty tuple means every axis, as in torch.
+    """
+    if axis is None or axis == ():
+        return _ALL_AXES[ndim] if ndim < 33 else tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, without the checks
+        return (axis % ndim,)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = [_norm_axis(a, ndim, shape) for a in axes]
+    if len(set(out)) != len(out):
+        raise ValueError(f"dim {axis!r} repeats an axis")
+    return tuple(sorted(out)) if ndim else ()
+
+
+def _shape_arg(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+MaxResult.__doc__ = "What ``max(dim)`` / ``min(dim)`` return, as torch: ``(values, indices)``."
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``.remove()`` unregisters the hook."""
+
+    def __init__(self, hooks: list, fn):
+        self._hooks = hooks
+        self._fn = fn
+        Hooks.live += 1
+
+    def remove(self) -> None:
+        if self._fn in self._hooks:
+            self._hooks.remove(self._fn)
+            Hooks.live -= 1
+
+
+_LEAF_INPLACE = (
+    "a leaf Tensor that requires grad is being used in an in-place operation ({op}); update "
+    "parameters under `with no_grad():` (e.g. `with no_grad(): p -= lr * p.grad`)"
+)
+_GRAPH_INPLACE = (
+    "in-place {op} on a Tensor that is part of a recorded graph is not supported; write it "
+    "out of place, e.g. `x = x + y` instead of `x += y`"
+)
+
+
+# ---------------------------------------------------------------------------- Tensor
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    ``Tensor(data, requires_grad=False, dtype=None, name=None)`` copies ``data``. An ndarray
+    keeps its dtype; Python numbers and lists become float32 (PyTorch's default float
+    dtype; unlike ``torch.tensor``, integer lists too — ``tinygrad_bn.tensor`` follows
+    ``torch.tensor``). Only floating-point Tensors can require gradients.
+
+    Operations follow PyTorch: type promotion, ``dim``/``keepdim`` (NumPy's
+    ``axis``/``keepdims`` are accepted too), ``var``/``std`` unbiased by default,
+    ``max(dim)`` returning ``(values, indices)``, ``transpose(dim0, dim1)`` swapping two
+    axes, in-place operators with a version counter.
+
+    Attributes: ``data`` (ndarray), ``grad`` (ndarray shaped like ``data``, or None),
+    ``requires_grad``, ``name``; ``shape``, ``dtype``, ``ndim``, ``size``.
+    """
+
+    # set only when used: _v (the version: in-place changes so far), _changed (the clock's
+    # tick at the latest one), _base (the Tensor whose memory a view shares)
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_name", "_v", "_changed", "_base",
+                 "_hooks", "__weakref__")
+    __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operator
+    __array_priority__ = 1000
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype=None,
+                 name: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+        if isinstance(data, (np.ndarray, np.generic)):
+            arr = np.array(data, dtype=dtype, copy=True)
+        else:
+            arr = np.array(data, dtype=dtype)
+            if dtype is None and arr.dtype.kind in "iuf":
+                arr = arr.astype(np.float32)
+        if arr.dtype == object:
+            raise TypeError(f"cannot make a Tensor from {type(data).__name__} data "
+                            "(ragged lists or non-numeric objects)")
+        self.data = arr
+        self.grad = None
+        self._ctx = None
+        self._name = name
+        self._hooks = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    _wrap = staticmethod(_wrap)
+
+    # -- constructors (also top-level functions: tinygrad_bn.zeros, ...) ------------------
+    @classmethod
+    def zeros(cls, *shape, dtype=np.float32, requires_grad=False, name=None) -> "Tensor":
+        """A Tensor of zeros of ``shape``."""
+        return cls(np.zeros(_shape_arg(shape), dtype=dtype), requires_grad, name=name)
+
+    @classmethod
+    def ones(cls, *shape, dtype=np.float32, requires_grad=False, name=None) -> "Tensor":
+        """A Tensor of ones of ``shape``."""
+        return cls(np.ones(_shape_arg(shape), dtype=dtype), requires_grad, name=name)
+
+    @classmethod
+    def randn(cls, *shape, dtype=np.float32, requires_grad=False, name=None,
+              rng: np.random.Generator | int | None = None) -> "Tensor":
+        """Standard-normal samples of ``shape`` (``rng``: a Generator, a seed, or None for
+        the default generator that ``manual_seed`` seeds)."""
+        from .factories import generator
+
+        rng = generator() if rng is None else np.random.default_rng(rng)
+        return cls(rng.standard_normal(_shape_arg(shape)).astype(dtype), requires_grad,
+                   name=name)
+
+    # -- basic properties ------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        """Number of elements (NumPy's ``size``; ``numel()`` in torch)."""
+        return self.data.size
+
+    def numel(self) -> int:
+        return self.data.size
+
+    def dim(self) -> int:
+        """Number of axes (torch's ``dim()``)."""
+        return self.data.ndim
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = value
+        if self._ctx is not None:
+            self._ctx.out_name = value
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for Tensors made by the user (not by a recorded op)."""
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        """The node that made this Tensor (None for leaves)."""
+        return self._ctx
+
+    def named(self, name: str) -> "Tensor":
+        """Set ``name`` and return self (handy inside expressions)."""
+        self.name = name
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Set ``requires_grad`` on a leaf in place; returns self."""
+        if self._ctx is not None and not requires_grad:
+            raise RuntimeError(
+                "requires_grad can only be turned off on leaf Tensors; use detach() instead"
+            )
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise RuntimeError(
+                f"only floating-point Tensors can require gradients, got dtype {self.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` for this non-leaf Tensor after ``backward()`` (leaves always do)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a Tensor that does not require grad")
+        if self._ctx is not None:
+            self._ctx._retained = weakref.ref(self)
+        return self
+
+    def register_hook(self, fn) -> RemovableHandle:
+        """Call ``fn(grad)`` when the gradient of this Tensor is computed, as torch.
+
+        ``grad`` is a Tensor; ``fn`` returns None or a replacement gradient (a Tensor or an
+        ndarray of the same shape). On a leaf the hook sees the gradient summed over the
+        backward pass, before it is added to ``.grad``. Returns a handle: ``.remove()``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a Tensor that does not require grad")
+        if self._ctx is not None:
+            if self._ctx._hooks is None:
+                self._ctx._hooks = []
+            hooks = self._ctx._hooks
+        else:
+            if self._hooks is None:
+                self._hooks = []
+            hooks = self._hooks
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
+
+    def numpy(self) -> np.ndarray:
+        """The underlying ndarray (shared, not copied)."""
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a Tensor with one element, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self) -> "Tensor":
+        """A Tensor sharing this data (and its version counter), cut from the graph."""
+        t = Tensor._wrap(self.data, None)
+        t._base = _base_of(self)
+        return t
+
+    def clone(self) -> "Tensor":
+        """A copy in new memory; differentiable (the gradient passes through)."""
+        return apply_op(ops.Clone, (self,))
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, precision=4, separator=", ", threshold=64,
+                               edgeitems=3, prefix="Tensor(")
+        parts = [f"shape={self.shape}", f"dtype={self.dtype}"]
+        if self._ctx is not None:
+            parts.append(f"op={self._ctx.name}")
+        elif self.requires_grad:
+            parts.append("requires_grad=True")
+        if self._name:
+            parts.append(f"name={self._name!r}")
+        return f"Tensor({body}, {', '.join(parts)})"
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d Tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d Tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError("only integer Tensors of a single element can be used as an index")
+        return int(self.data.item())
+
+    __hash__ = object.__hash__
+
+    # -- autograd ------------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``gradient`` (same shape as self) is required unless self has one element. The
+        graph's saved values are freed afterwards unless ``retain_graph=True``.
+        """
+        from .autograd import backward
+
+        backward(self, gradient, retain_graph=retain_graph)
+
+    # -- arithmetic ----------------------------------------------------------------------
+    def __add__(self, other):
+        return _binary(ops.Add, self, other)
+
+    def __radd__(self, other):
+        return _binary(ops.Add, other, self)
+
+    def __sub__(self, other):
+        return _binary(ops.Sub, self, other)
+
+    def __rsub__(self, other):
+        return _binary(ops.Sub, other, self)
+
+    def __mul__(self, other):
+        return _binary(ops.Mul, self, other)
+
+    def __rmul__(self, other):
+        return _binary(ops.Mul, other, self)
+
+    def __truediv__(self, other):
+        return _binary(ops.Div, self, other, _true_div_dtype(self, other))
+
+    def __rtruediv__(self, other):
+        return _binary(ops.Div, other, self, _true_div_dtype(other, self))
+
+    def __pow__(self, other):
+        return _binary(ops.Pow, self, other)
+
+    def __rpow__(self, other):
+        return _binary(ops.Pow, other, self)
+
+    def __matmul__(self, other):
+        return apply_op(ops.MatMul, (self, other if isinstance(other, Tensor) else
+                                     np.asarray(_operand(other))))
+
+    def __rmatmul__(self, other):
+        return apply_op(ops.MatMul, (np.asarray(_operand(other)), self))
+
+    def __neg__(self):
+        if self.data.dtype == np.bool_:
+            raise TypeError("negation of a bool Tensor is not supported; use ~ (logical not)")
+        return apply_op(ops.Neg, (self,))
+
+    def __pos__(self):
+        return self
+
+    def __invert__(self):
+        if self.data.dtype.kind not in "biu":
+            raise TypeError(f"~ needs a bool or integer Tensor, got {self.dtype}")
+        return Tensor._wrap(~self.data, None)
+
+    # comparisons give boolean Tensors outside the graph (like torch)
+    def _compare(self, other, fn):
+        other = other.data if isinstance(other, Tensor) else _operand(other)
+        return Tensor._wrap(fn(self.data, other), None)
+
+    def __eq__(self, other):  # type: ignore[override]
+        return self._compare(other, np.equal)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return self._compare(other, np.not_equal)
+
+    def __lt__(self, other):
+        return self._compare(other, np.less)
+
+    def __le__(self, other):
+        return self._compare(other, np.less_equal)
+
+    def __gt__(self, other):
+        return self._compare(other, np.greater)
+
+    def __ge__(self, other):
+        return self._compare(other, np.greater_equal)
+
+    # -- in place ------------------------------------------------------------------------
+    def _check_inplace(self, op: str, other=None) -> None:
+        """Torch's rules for modifying a Tensor in place (checked before anything changes)."""
+        if _grad_mode.enabled:
+            if self.requires_grad and self._ctx is None:
+                raise RuntimeError(_LEAF_INPLACE.format(op=op))
+            if self.requires_grad or (isinstance(other, Tensor) and other.requires_grad):
+                raise RuntimeError(_GRAPH_INPLACE.format(op=op))
+        if not self.data.flags.writeable:
+            raise RuntimeError(
+                f"in-place {op}: this Tensor's memory is read-only (e.g. the result of "
+                "expand(), where several elements share one location); clone() it first"
+            )
+
+    @property
+    def _version(self) -> int:
+        """How many times this Tensor was modified in place (torch's ``_version``)."""
+        return getattr(self, "_v", 0)
+
+    def _bump_version(self) -> None:
+        """Note an in-place change: saved copies of this Tensor (and of Tensors sharing its
+        memory through detach()/views) become stale, so a backward that reads them raises."""
+        now = Changes.last = tick()
+        t = self
+        while t is not None:
+            t._v = t._version + 1
+            t._changed = now
+            if t._ctx is not None and t._ctx._out is not None:
+                t._ctx._out_dirty = True
+            t = getattr(t, "_base", None)
+
+    def _inplace(self, ufunc, other, op: str, true_div: bool = False) -> "Tensor":
+        self._check_inplace(op, other)
+        od = other.data if isinstance(other, Tensor) else _operand(other)
+        a = self.data
+        rt = result_type(a, od)
+        if true_div and rt.kind in "biu":
+            rt = _DEFAULT_FLOAT
+        if not np.can_cast(rt, a.dtype, casting="same_kind"):
+            raise RuntimeError(
+                f"in-place {op}: result type {rt} can't be cast to the Tensor's dtype "
+                f"{a.dtype}; write it out of place (x = x {op_symbol(op)} y) to get a new dtype"
+            )
+        oshape = np.shape(od)
+        if oshape != a.shape:
+            if not _broadcastable(a.shape, oshape) or \
+                    np.broadcast_shapes(a.shape, oshape) != a.shape:
+                raise ValueError(
+                    f"in-place {op}: a value of shape {oshape} cannot update a Tensor of shape "
+                    f"{a.shape} in place (the broadcast shape would differ)"
+                )
+        ufunc(a, _cast(od, rt), out=a, casting="unsafe", dtype=rt)
+        self._bump_version()
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(np.add, other, "add")
+
+    def __isub__(self, other):
+        return self._inplace(np.subtract, other, "sub")
+
+    def __imul__(self, other):
+        return self._inplace(np.multiply, other, "mul")
+
+    def __itruediv__(self, other):
+        return self._inplace(np.true_divide, other, "div", true_div=True)
+
+    def __setitem__(self, idx, value) -> None:
+        """``t[idx] = value`` in place (value cast to this dtype, broadcast to the slot)."""
+        self._check_inplace("index assignment", value)
+        idx = _index(idx)
+        v = value.data if isinstance(value, Tensor) else _operand(value)
+        try:
+            self.data[idx] = v
+        except (ValueError, IndexError) as e:
+            raise type(e)(f"t[{idx!r}] = value of shape {np.shape(v)} for a Tensor of shape "
+                          f"{self.shape}: {e}") from None
+        self._bump_version()
+
+    def zero_(self) -> "Tensor":
+        """Set every element to 0 in place; returns self."""
+        return self.fill_(0)
+
+    def fill_(self, value) -> "Tensor":
+        """Set every element to ``value`` (a number or a one-element Tensor) in place."""
+        self._check_inplace("fill_", value)
+        v = value.data if isinstance(value, Tensor) else value
+        if np.size(v) != 1 or np.ndim(v) > 0 and isinstance(value, Tensor) and value.ndim:
+            raise RuntimeError(f"fill_ needs a number or a 0-d Tensor, got shape {np.shape(v)}")
+        self.data[...] = v
+        self._bump_version()
+        return self
+
+    def copy_(self, src) -> "Tensor":
+        """Copy ``src`` (broadcast to this shape, cast to this dtype) into self in place."""
+        self._check_inplace("copy_", src)
+        s = src.data if isinstance(src, Tensor) else np.asarray(src)
+        if s.shape != self.shape and (not _broadcastable(self.shape, s.shape)
+                                      or np.broadcast_shapes(self.shape, s.shape) != self.shape):
+            raise RuntimeError(f"copy_: source of shape {s.shape} cannot be broadcast to the "
+                               f"Tensor's shape {self.shape}")
+        np.copyto(self.data, s, casting="unsafe")
+        self._bump_version()
+        return self
+
+    # -- elementwise functions -------------------------------------------------------------
+    def exp(self) -> "Tensor":
+        """Elementwise ``e**x``."""
+        return apply_op(ops.Exp,
+                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+
+    def log(self) -> "Tensor":
+        """Elementwise natural logarithm."""
+        return apply_op(ops.Log,
+                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+
+    def sqrt(self) -> "Tensor":
+        """Elementwise square root."""
+        return apply_op(ops.Sqrt,
+                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+
+    def tanh(self) -> "Tensor":
+        """Elementwise hyperbolic tangent."""
+        return apply_op(ops.Tanh,
+                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+
+    def sigmoid(self) -> "Tensor":
+        """Elementwise logistic function ``1 / (1 + e**-x)``."""
+        return apply_op(ops.Sigmoid,
+                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+
+    def relu(self) -> "Tensor":
+        """Elementwise ``max(x, 0)`` (gradient 0 at 0, as torch)."""
+        return apply_op(ops.ReLU, (self,))
+
+    def abs(self) -> "Tensor":
+        """Elementwise ``|x|`` (gradient ``sign(x)``: 0 at 0, as torch)."""
+        return apply_op(ops.Abs, (self,))
+
+    def astype(self, dtype) -> "Tensor":
+        """A copy in ``dtype``; differentiable (the gradient is cast back)."""
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        return apply_op(ops.Cast, (self,), {"dtype": dtype})
+
+    def float(self) -> "Tensor":
+        return self.astype(np.float32)
+
+    def double(self) -> "Tensor":
+        return self.astype(np.float64)
+
+    def half(self) -> "Tensor":
+        return self.astype(np.float16)
+
+    def long(self) -> "Tensor":
+        return self.astype(np.int64)
+
+    def softmax(self, dim=None, *, axis=None) -> "Tensor":
+        """``exp(x) / Σ exp(x)`` along ``dim``, shifted by the (constant) maximum."""
+        d = _softmax_dim(self, dim, axis, "softmax")
+        e = (self - self.data.max(axis=d, keepdims=True)).exp()
+        return e / e.sum(d, keepdim=True)
+
+    def log_softmax(self, dim=None, *, axis=None) -> "Tensor":
+        """``x - logsumexp(x)`` along ``dim``, shifted by the (constant) maximum."""
+        d = _softmax_dim(self, dim, axis, "log_softmax")
+        z = self - self.data.max(axis=d, keepdims=True)
+        return z - z.exp().sum(d, keepdim=True).log()
+
+    # -- reductions ---------------------------------------------------------------------
+    def _axes(self, dim, axis) -> tuple:
+        if axis is not None:
+            dim = _pick("dim", dim, "axis", axis)
+        return normalize_axis(dim, self.data.ndim, self.shape)
+
+    def sum(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
+        """Sum over ``dim`` (int, tuple or None for all); integers and bools sum to int64."""
+        axes = self._axes(dim, axis)
+        if keepdims is not None:
+            keepdim = _pick("keepdim", keepdim, "keepdims", keepdims)
+        return apply_op(ops.Sum, (self,), {"axis": axes, "keepdims": bool(keepdim)})
+
+    def mean(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
+        """Mean over ``dim`` (int, tuple or None for all); nan over no values (as torch)."""
+        if self.data.dtype.kind != "f":
+            _need_float(self, "mean")
+        axes = self._axes(dim, axis)
+        if keepdims is not None:
+            keepdim = _pick("keepdim", keepdim, "keepdims", keepdims)
+        return apply_op(ops.Mean, (self,), {"axis": axes, "keepdims": bool(keepdim)})
+
+    def amax(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
+        """Maximum over ``dim`` (int or tuple); ties share the gradient evenly (torch.amax)."""
+        return self._extreme(ops.Max, "amax", dim, keepdim, axis, keepdims)
+
+    def amin(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
+        """Minimum over ``dim`` (int or tuple); ties share the gradient evenly (torch.amin)."""
+        return self._extreme(ops.Min, "amin", dim, keepdim, axis, keepdims)
+
+    def _extreme(self, fn, name, dim, keepdim, axis, keepdims) -> "Tensor":
+        axes = self._axes(dim, axis)
+        kd = bool(_pick("keepdim", keepdim, "keepdims", keepdims, False))
+        for i in axes if self.data.ndim else ():
+            if self.data.shape[i] == 0:
+                raise AxisError(f"{name}(): expected reduction dim {i} to have non-zero size "
+                                f"(shape {self.shape})")
+        if self.data.size == 0 and len(axes) == self.data.ndim:
+            raise AxisError(f"{name}(): the tensor of shape {self.shape} is empty")
+        return apply_op(fn, (self,), {"axis": axes, "keepdims": kd})
+
+    def max(self, dim=None, keepdim=None, *, axis=None, keepdims=None):
+        """Without ``dim``: the largest value (ties share the gradient). With ``dim``: the
+        named tuple ``(values, indices)`` as torch (the gradient goes to the index found)."""
+        return self._max_min(dim, keepdim, axis, keepdims, "max")
+
+    def min(self, dim=None, keepdim=None, *, axis=None, keepdims=None):
+        """Without ``dim``: the smallest value. With ``dim``: ``(values, indices)``."""
+        return self._max_min(dim, keepdim, axis, keepdims, "min")
+
+    def _max_min(self, dim, keepdim, axis, keepdims, name):
+        if isinstance(dim, Tensor):
+            raise TypeError(f"{name}(other) is not supported; use tinygrad_bn.where(a > b, a, b)"
+                            f" for the elementwise {name}imum")
+        d = _pick("dim", dim, "axis", axis)
+        kd = bool(_pick("keepdim", keepdim, "keepdims", keepdims, False))
+        if d is None:
+            if kd:
+                raise TypeError(f"{name}(keepdim=True) needs a dim, as in torch")
+            return self._extreme(ops.Max if name == "max" else ops.Min, name, None, None,
+                                 None, None)
+        if not _is_int(d):
+            raise TypeError(f"{name}(dim) takes one int dim, got {d!r}; use a{name}(dim) to "
+                            "reduce over several axes")
+        nd = self.data.ndim
+        ax = _norm_axis(d, nd, self.shape)
+        if nd and self.data.shape[ax] == 0:
+            raise AxisError(f"{name}(): expected reduction dim {ax} to have non-zero size "
+                            f"(shape {self.shape})")
+        if nd == 0:
+            return MaxResult(self.clone(), Tensor._wrap(np.zeros((), np.int64), None))
+        arg = np.argmax if name == "max" else np.argmin
+        idx = arg(self.data, axis=ax)
+        grids = list(np.indices(idx.shape, sparse=True)) if idx.ndim else []
+        values = self[tuple(grids[:ax] + [idx] + grids[ax:])]
+        if kd:
+            values = values.unsqueeze(ax)
+            idx = np.expand_dims(idx, ax)
+        return MaxResult(values, Tensor._wrap(idx.astype(np.int64), None))
+
+    def argmax(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
+        """Index of the largest value over ``dim`` (flat index for None), int64, as torch."""
+        return self._arg(np.argmax, "argmax", dim, keepdim, axis, keepdims)
+
+    def argmin(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
+        """Index of the smallest value over ``dim`` (flat index for None), int64."""
+        return self._arg(np.argmin, "argmin", dim, keepdim, axis, keepdims)
+
+    def _arg(self, fn, name, dim, keepdim, axis, keepdims) -> "Tensor":
+        d = _pick("dim", dim, "axis", axis)
+        kd = bool(_pick("keepdim", keepdim, "keepdims", keepdims, False))
+        if d is not None:
+            d = _norm_axis(d, self.data.ndim, self.shape)
+            if self.data.ndim == 0:
+                d = None
+        if (self.data.size == 0 and d is None) or (d is not None and self.data.shape[d] == 0):
+            raise AxisError(f"{name}(): expected a non-empty reduction (shape {self.shape})")
+        out = fn(self.data, axis=d, keepdims=kd)
+        return Tensor._wrap(np.asarray(out, dtype=np.int64), None)
+
+    def var(self, dim=None, unbiased=None, keepdim=None, *, correction=None, ddof=None,
+            axis=None, keepdims=None) -> "Tensor":
+        """Variance over ``dim`` with torch's signature: unbiased (``n - 1``) by default.
+
+        ``x.var(1, False)`` / ``unbiased=False`` / ``correction=0`` / NumPy's ``ddof=0`` give
+        the biased variance (``n``), which normalization layers use. Two passes:
+        ``Σ (x - mean)² / (n - correction)``; float16 accumulates in float32.
+        """
+        return self._var_std(ops.Var, "var", dim, unbiased, keepdim, correction, ddof, axis,
+                             keepdims)
+
+    def std(self, dim=None, unbiased=None, keepdim=None, *, correction=None, ddof=None,
+            axis=None, keepdims=None) -> "Tensor":
+        """Standard deviation, ``sqrt(var(...))`` with the same arguments (unbiased by
+        default); its gradient is 0 where the values are constant, as torch."""
+        return self._var_std(ops.Std, "std", dim, unbiased, keepdim, correction, ddof, axis,
+                             keepdims)
+
+    def _var_std(self, fn, name, dim, unbiased, keepdim, correction, ddof, axis, keepdims):
+        if isinstance(dim, bool):  # torch's var(unbiased) overload
+            if unbiased is not None:
+                raise TypeError(f"{name}(): unbiased given twice")
+            dim, unbiased = None, dim
+        given = [k for k, v in (("unbiased", unbiased), ("correction", correction),
+                                ("ddof", ddof)) if v is not None]
+        if len(given) > 1:
+            raise TypeError(f"{name}(): pass only one of {' / '.join(given)}")
+        c = 1
+        if unbiased is not None:
+            c = 1 if unbiased else 0
+        elif correction is not None:
+            c = correction
+        elif ddof is not None:
+            c = ddof
+        _need_float(self, name)
+        axes = self._axes(dim, axis)
+        kd = bool(_pick("keepdim", keepdim, "keepdims", keepdims, False))
+        n = 1
+        for i in axes:
+            n *= self.data.shape[i]
+        if n - c <= 0:
+            warnings.warn(f"{name}(): degrees of freedom is <= 0 ({n} value(s) per entry, "
+                          f"correction {c}); the result is nan or inf, as in torch",
+                          RuntimeWarning, stacklevel=3)
+        return apply_op(fn, (self,), {"axis": axes, "correction": c, "keepdims": kd})
+
+    # -- shape ---------------------------------------------------------------------------
+    def _view_of(self, out: "Tensor") -> "Tensor":
+        """Let an in-place change of ``out`` count as a change of self when they share memory."""
+        if out is not self and out.data.base is not None:
+            out._base = _base_of(self)
+        return out
+
+    def reshape(self, *shape) -> "Tensor":
+        """Reshape to ``shape`` (ints or one tuple; one entry may be -1)."""
+        shape = _shape_arg(shape)
+        if shape == self.data.shape:
+            return self
+        return self._view_of(apply_op(ops.Reshape, (self,), {"shape": shape}))
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+        """Merge the axes ``start_dim`` … ``end_dim`` into one (a 0-d Tensor becomes 1-D)."""
+        s = self.shape
+        if not s:
+            _norm_axis(start_dim, 0)
+            _norm_axis(end_dim, 0)
+            return self.reshape(1)
+        a = _norm_axis(start_dim, len(s), s)
+        b = _norm_axis(end_dim, len(s), s)
+        if a > b:
+            raise ValueError(f"flatten() has invalid args: start_dim {start_dim} cannot come "
+                             f"after end_dim {end_dim}")
+        return self.reshape(s[:a] + (-1 if 0 not in s[a:b + 1] else 0,) + s[b + 1:])
+
+    def transpose(self, *dims) -> "Tensor":
+        """``transpose(dim0, dim1)`` swaps two axes, as torch.
+
+        NumPy's extensions: no argument reverses the axes, and three or more ints (or one
+        tuple) are a full permutation (as ``permute``).
+        """
+        nd = self.data.ndim
+        if not dims or (len(dims) == 1 and dims[0] is None):
+            perm = tuple(range(nd))[::-1]
+        elif len(dims) == 2 and _is_int(dims[0]) and _is_int(dims[1]):
+            a = _norm_axis(dims[0], nd, self.shape)
+            b = _norm_axis(dims[1], nd, self.shape)
+            if nd == 0:
+                return self
+            perm = list(range(nd))
+            perm[a], perm[b] = perm[b], perm[a]
+            perm = tuple(perm)
+        else:
+            perm = self._permutation(dims, "transpose")
+        return self._permute(perm)
+
+    def permute(self, *dims) -> "Tensor":
+        """Reorder the axes: ``permute(2, 0, 1)`` (or one tuple), a full permutation."""
+        return self._permute(self._permutation(dims, "permute"))
+
+    def _permutation(self, dims, name) -> tuple:
+        nd = self.data.ndim
+        perm = _shape_arg(dims) if dims else ()
+        axes = tuple(_norm_axis(a, nd, self.shape) for a in perm)
+        if len(axes) != nd or sorted(axes) != list(range(nd)):
+            raise ValueError(
+                f"{name}: {perm} is not a permutation of the {nd} axes of shape {self.shape}"
+                + (" (use transpose(dim0, dim1) to swap two axes)" if name == "transpose" else "")
+            )
+        return axes
+
+    def _permute(self, perm: tuple) -> "Tensor":
+        if perm == tuple(range(self.data.ndim)):
+            return self
+        return self._view_of(apply_op(ops.Transpose, (self,), {"axes": perm}))
+
+    @property
+    def T(self) -> "Tensor":
+        """The axes reversed (the transpose of a matrix)."""
+        return self.transpose()
+
+    @property
+    def mT(self) -> "Tensor":
+        """The last two axes swapped (a batch of matrices transposed)."""
+        return self.transpose(-2, -1)
+
+    def swapaxes(self, axis1: int, axis2: int) -> "Tensor":
+        """Exchange two axes (``transpose(axis1, axis2)``)."""
+        return self.transpose(int(axis1), int(axis2))
+
+    def unsqueeze(self, dim: int) -> "Tensor":
+        """Insert a size-1 axis at ``dim`` (in ``[-ndim-1, ndim]``)."""
+        s = list(self.shape)
+        s.insert(_norm_axis(dim, len(s), self.shape, extra=1), 1)
+        return self.reshape(tuple(s))
+
+    def squeeze(self, dim=None, *, axis=None) -> "Tensor":
+        """Remove size-1 axes: all, or those in ``dim`` (others are left alone, as torch)."""
+        d = _pick("dim", dim, "axis", axis)
+        if d is None:
+            return self.reshape(tuple(s for s in self.shape if s != 1))
+        axes = normalize_axis(d, self.data.ndim, self.shape)
+        return self.reshape(tuple(s for i, s in enumerate(self.shape)
+                                  if not (i in axes and s == 1)))
+
+    def expand(self, *sizes) -> "Tensor":
+        """Broadcast to ``sizes`` (read-only view); -1 keeps an existing size, as torch."""
+        sizes = _shape_arg(sizes)
+        nd, ns = self.data.ndim, len(sizes)
+        if ns < nd:
+            raise ValueError(f"cannot expand a tensor of shape {self.shape} to {sizes}: fewer "
+                             "sizes than dimensions")
+        shape = list(sizes)
+        for i in range(ns):
+            j = i - (ns - nd)
+            if sizes[i] == -1:
+                if j < 0:
+                    raise ValueError(f"expand: -1 is not allowed for a new leading dimension "
+                                     f"(sizes {sizes})")
+                shape[i] = self.shape[j]
+            elif j >= 0 and self.shape[j] != 1 and self.shape[j] != sizes[i]:
+                raise ValueError(f"cannot expand a tensor of shape {self.shape} to {sizes}: "
+                                 f"size {self.shape[j]} at dim {j} must be 1 or match")
+        shape = tuple(shape)
+        if shape == self.shape:
+            return self
+        return apply_op(ops.Expand, (self,), {"shape": shape})
+
+    broadcast_to = expand
+
+    def split(self, split_size_or_sections, dim: int = 0) -> tuple:
+        """Pieces along ``dim``: of size ``split_size`` (the last may be smaller), or of the
+        sizes in a list, as ``torch.split``."""
+        ax = _norm_axis(dim, self.data.ndim, self.shape)
+        n = self.shape[ax]
+        if _is_int(split_size_or_sections):
+            k = int(split_size_or_sections)
+            if k <= 0 and not (k == 0 and n == 0):
+                raise ValueError(f"split: split_size must be positive, got {k}")
+            sizes = [min(k, n - i) for i in range(0, n, k)] if n else [0]
+        else:
+            sizes = [int(s) for s in split_size_or_sections]
+            if sum(sizes) != n or any(s < 0 for s in sizes):
+                raise ValueError(f"split: sizes {sizes} do not add up to {n}, the size of dim "
+                                 f"{dim} of shape {self.shape}")
+        out, start = [], 0
+        for s in sizes:
+            idx = [slice(None)] * self.data.ndim
+            idx[ax] = slice(start, start + s)
+            out.append(self[tuple(idx)])
+            start += s
+        return tuple(out)
+
+    def __getitem__(self, idx) -> "Tensor":
+        """Indexing with ints, slices, None, Ellipsis, boolean and integer arrays."""
+        return self._view_of(apply_op(ops.GetItem, (self,), {"idx": _index(idx)}))
+
+
+def _base_of(t: Tensor) -> Tensor:
+    """The Tensor whose memory ``t`` shares (itself if it owns it)."""
+    base = getattr(t, "_base", None)
+    return t if base is None else base
+
+
+def _index_item(i):
+    if isinstance(i, Tensor):
+        return i.data
+    if isinstance(i, list):
+        arr = np.asarray(i)
+        if arr.size == 0:
+            return np.zeros(arr.shape, dtype=np.intp)
+        return arr
+    return i
+
+
+def _index(idx):
+    if isinstance(idx, tuple):
+        return tuple(_index_item(i) for i in idx)
+    return _index_item(idx)
+
+
+def _true_div_dtype(a, b):
+    """True division of integers gives the default float dtype (as torch), not float64."""
+    ad = a.data if isinstance(a, Tensor) else a
+    bd = b.data if isinstance(b, Tensor) else b
+    ka = ad.dtype.kind if isinstance(ad, _ndarray) else ("f" if isinstance(ad, float) else "i")
+    kb = bd.dtype.kind if isinstance(bd, _ndarray) else ("f" if isinstance(bd, float) else "i")
+    if ka in "biu" and kb in "biu":
+        return _DEFAULT_FLOAT
+    return None
+
+
+def _need_float(t: Tensor, name: str) -> None:
+    if t.data.dtype.kind not in "fc":
+        raise RuntimeError(f"{name}() needs a floating-point Tensor, got {t.dtype}; cast it "
+                           "first with .float()")
+
+
+def _softmax_dim(t: Tensor, dim, axis, name) -> int:
+    d = _pick("dim", dim, "axis", axis)
+    if d is None:
+        raise TypeError(f"{name}() needs dim (e.g. x.{name}(dim=-1)), as in torch")
+    return _norm_axis(d, t.data.ndim, t.shape)
+
+
+def op_symbol(op: str) -> str:
+    return {"add": "+", "sub": "-", "mul": "*", "div": "/"}.get(op, op)
+
+
+def where(cond, a, b) -> Tensor:
+    """Elementwise ``a`` where ``cond`` else ``b`` (``cond``: boolean array or Tensor), with
+    torch's type promotion of ``a`` and ``b``."""
+    c = np.asarray(cond.data if isinstance(cond, Tensor) else cond)
+    if c.dtype != np.bool_:
+        raise TypeError(f"where: the condition must be boolean, got {c.dtype} (use x != 0)")
+    ad = a.data if isinstance(a, Tensor) else _operand(a)
+    bd = b.data if isinstance(b, Tensor) else _operand(b)
+    rt = result_type(ad, bd)
+    ad = _cast(ad, rt) if isinstance(ad, _ndarray) else np.asarray(ad, dtype=rt)
+    bd = _cast(bd, rt) if isinstance(bd, _ndarray) else np.asarray(bd, dtype=rt)
+    return apply_op(ops.Where, (a, b), {"cond": c}, (ad, bd))
