@@ -306,14 +306,35 @@ def _root_key(t: Tensor, what: str):
     return t._ctx if t._ctx is not None else t
 
 
-def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
-    """``tensor.backward(gradient, retain_graph)``: accumulate into leaves' ``.grad``."""
+def backward(tensor: Tensor, gradient=None, retain_graph: bool = False,
+             create_graph: bool = False, inputs=None) -> None:
+    """``tensor.backward(gradient, retain_graph, inputs=None)``: accumulate into leaves'
+    ``.grad`` (only into those in ``inputs`` when given, as torch)."""
+    if create_graph:
+        raise RuntimeError(
+            "backward(create_graph=True) is not supported: .grad is an ndarray here. For "
+            "higher-order derivatives use tinygrad_bn.grad(output, inputs, create_graph=True)"
+        )
     key = _root_key(tensor, "the output")
+    ins = None
+    if inputs is not None:
+        ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        for i, t in enumerate(ins):
+            if not isinstance(t, Tensor) or not t.requires_grad or t._ctx is not None:
+                raise RuntimeError(f"backward(inputs=...): inputs[{i}] must be a leaf Tensor "
+                                   "that requires grad")
     g = _root_grad(tensor, gradient, False, "the output")
     prev = _grad_mode.enabled
     _grad_mode.enabled = False
     try:
-        _run([key], [g], retain_graph=retain_graph, graph_mode=False)
+        captured = _run([key], [g], retain_graph=retain_graph, graph_mode=False, inputs=ins)
+        if ins is not None:
+            _accumulate_lock.acquire()
+            try:
+                for leaf, gl in captured.items():
+                    _accumulate_grad(leaf, np.array(gl) if not gl.flags.writeable else gl)
+            finally:
+                _accumulate_lock.release()
     finally:
         _grad_mode.enabled = prev
 

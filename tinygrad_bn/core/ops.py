@@ -250,7 +250,11 @@ class Pow(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
-        out = a ** b
+        if isinstance(b, np.ndarray) and b.dtype.kind in "iu" and a.dtype.kind in "iu" \
+                and (b < 0).any():
+            out = _int_pow(a, b)
+        else:
+            out = a ** b
         if not isinstance(b, (int, float)):
             ctx._out = out  # only a tensor exponent's gradient reads the output
         return out
@@ -281,6 +285,17 @@ class Pow(Primitive):
             else:
                 gb = g * (ctx.output() * _log(a))
         return ga, gb
+
+
+def _int_pow(a, b):
+    """Integer powers with negative integer exponents, as torch: 1 for base 1, ±1 for base
+    -1, else 0 (NumPy refuses them)."""
+    a, b = np.broadcast_arrays(a, b)
+    neg = b < 0
+    out = a ** np.where(neg, 0, b)
+    minus_one = np.where(b % 2 == 0, 1, -1).astype(out.dtype)
+    small = np.where(a == 1, 1, np.where(a == -1, minus_one, 0)).astype(out.dtype)
+    return np.where(neg, small, out)
 
 
 class Neg(Primitive):

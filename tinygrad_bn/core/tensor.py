@@ -456,9 +456,10 @@ class Tensor:
         return self.data.ndim
 
     @property
-    def size(self) -> int:
-        """Number of elements (NumPy's ``size``; ``numel()`` in torch)."""
-        return self.data.size
+    def size(self) -> "_Size":
+        """Number of elements as an int (NumPy's ``size``); called, torch's ``size()``:
+        ``x.size()`` is the shape and ``x.size(dim)`` one of its entries."""
+        return _Size(self.data.size, self.data.shape)
 
     def numel(self) -> int:
         return self.data.size
@@ -597,15 +598,19 @@ class Tensor:
     __hash__ = object.__hash__
 
     # -- autograd ------------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+    def backward(self, gradient=None, retain_graph: bool = False, create_graph: bool = False,
+                 inputs=None) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad
+        (or only for the leaves in ``inputs``).
 
         ``gradient`` (same shape as self) is required unless self has one element. The
-        graph's saved values are freed afterwards unless ``retain_graph=True``.
+        graph's saved values are freed afterwards unless ``retain_graph=True``. For
+        ``create_graph`` use ``tinygrad_bn.grad`` (``.grad`` is an ndarray here).
         """
         from .autograd import backward
 
-        backward(self, gradient, retain_graph=retain_graph)
+        backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
+                 inputs=inputs)
 
     # -- arithmetic ----------------------------------------------------------------------
     def __add__(self, other):
@@ -615,9 +620,13 @@ class Tensor:
         return _binary(ops.Add, other, self)
 
     def __sub__(self, other):
+        if self.data.dtype.kind == "b" or _is_bool(other):
+            raise RuntimeError(_BOOL_SUB)
         return _binary(ops.Sub, self, other)
 
     def __rsub__(self, other):
+        if self.data.dtype.kind == "b" or _is_bool(other):
+            raise RuntimeError(_BOOL_SUB)
         return _binary(ops.Sub, other, self)
 
     def __mul__(self, other):
@@ -633,21 +642,31 @@ class Tensor:
         return _binary(ops.Div, other, self, _true_div_dtype(other, self))
 
     def __pow__(self, other):
+        if self.data.dtype.kind == "b" and _is_bool(other):
+            raise NotImplementedError("pow is not implemented for bool Tensors")
         return _binary(ops.Pow, self, other)
 
     def __rpow__(self, other):
+        if self.data.dtype.kind == "b" and _is_bool(other):
+            raise NotImplementedError("pow is not implemented for bool Tensors")
         return _binary(ops.Pow, other, self)
 
     def __matmul__(self, other):
-        return apply_op(ops.MatMul, (self, other if isinstance(other, Tensor) else
-                                     np.asarray(_operand(other))))
+        other = other if isinstance(other, Tensor) else np.asarray(_operand(other))
+        if self.data.dtype.kind == "b" or _is_bool(other):
+            raise NotImplementedError("matmul is not implemented for bool Tensors")
+        return apply_op(ops.MatMul, (self, other))
 
     def __rmatmul__(self, other):
-        return apply_op(ops.MatMul, (np.asarray(_operand(other)), self))
+        other = np.asarray(_operand(other))
+        if self.data.dtype.kind == "b" or other.dtype.kind == "b":
+            raise NotImplementedError("matmul is not implemented for bool Tensors")
+        return apply_op(ops.MatMul, (other, self))
 
     def __neg__(self):
         if self.data.dtype == np.bool_:
-            raise TypeError("negation of a bool Tensor is not supported; use ~ (logical not)")
+            raise RuntimeError("negation, the `-` operator, on a bool Tensor is not supported; "
+                               "use ~ (logical not) to invert a mask")
         return apply_op(ops.Neg, (self,))
 
     def __pos__(self):
@@ -818,6 +837,8 @@ class Tensor:
 
     def abs(self) -> "Tensor":
         """Elementwise ``|x|`` (gradient ``sign(x)``: 0 at 0, as torch)."""
+        if self.data.dtype.kind == "b":
+            raise NotImplementedError("abs is not implemented for bool Tensors")
         return apply_op(ops.Abs, (self,))
 
     def astype(self, dtype) -> "Tensor":
@@ -842,13 +863,13 @@ class Tensor:
     def softmax(self, dim=None, *, axis=None) -> "Tensor":
         """``exp(x) / Σ exp(x)`` along ``dim``, shifted by the (constant) maximum."""
         d = _softmax_dim(self, dim, axis, "softmax")
-        e = (self - self.data.max(axis=d, keepdims=True)).exp()
+        e = (self - _shift(self.data, d)).exp()
         return e / e.sum(d, keepdim=True)
 
     def log_softmax(self, dim=None, *, axis=None) -> "Tensor":
         """``x - logsumexp(x)`` along ``dim``, shifted by the (constant) maximum."""
         d = _softmax_dim(self, dim, axis, "log_softmax")
-        z = self - self.data.max(axis=d, keepdims=True)
+        z = self - _shift(self.data, d)
         return z - z.exp().sum(d, keepdim=True).log()
 
     # -- reductions ---------------------------------------------------------------------
@@ -940,6 +961,8 @@ class Tensor:
         return self._arg(np.argmin, "argmin", dim, keepdim, axis, keepdims)
 
     def _arg(self, fn, name, dim, keepdim, axis, keepdims) -> "Tensor":
+        if self.data.dtype.kind == "b":
+            raise RuntimeError(f"{name}() is not implemented for bool Tensors; use .long()")
         d = _pick("dim", dim, "axis", axis)
         kd = bool(_pick("keepdim", keepdim, "keepdims", keepdims, False))
         if d is not None:
@@ -1011,7 +1034,22 @@ class Tensor:
             return self
         return self._view_of(apply_op(ops.Reshape, (self,), {"shape": shape}))
 
-    view = reshape
+    def view(self, *shape) -> "Tensor":
+        """Reshape without copying, as ``torch.view``: raises (use ``reshape``) when the
+        memory layout (e.g. after ``transpose``) does not allow it."""
+        shp = _shape_arg(shape)
+        try:
+            np.reshape(self.data, shp, copy=False)
+        except ValueError:
+            try:
+                np.reshape(self.data, shp)
+            except ValueError:
+                return self.reshape(shp)  # a shape that does not fit: reshape's error
+            raise RuntimeError(
+                f"view size {shp} is not compatible with the memory layout of this Tensor "
+                f"of shape {self.shape} (e.g. after transpose); use .reshape(...) instead"
+            ) from None
+        return self.reshape(shp)
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
         """Merge the axes ``start_dim`` … ``end_dim`` into one (a 0-d Tensor becomes 1-D)."""
@@ -1025,7 +1063,10 @@ class Tensor:
         if a > b:
             raise ValueError(f"flatten() has invalid args: start_dim {start_dim} cannot come "
                              f"after end_dim {end_dim}")
-        return self.reshape(s[:a] + (-1 if 0 not in s[a:b + 1] else 0,) + s[b + 1:])
+        n = 1
+        for k in s[a:b + 1]:
+            n *= k
+        return self.reshape(s[:a] + (n,) + s[b + 1:])
 
     def transpose(self, *dims) -> "Tensor":
         """``transpose(dim0, dim1)`` swaps two axes, as torch.
@@ -1173,6 +1214,32 @@ def _index(idx):
     return _index_item(idx)
 
 
+class _Size(int):
+    """An int (the number of elements) that, called like torch's ``size()``, gives the shape
+    (``x.size()``) or one entry of it (``x.size(dim)``)."""
+
+    def __new__(cls, n: int, shape: tuple):
+        obj = super().__new__(cls, n)
+        obj._shape = shape
+        return obj
+
+    def __call__(self, dim=None):
+        if dim is None:
+            return self._shape
+        return self._shape[_norm_axis(dim, len(self._shape), self._shape)]
+
+
+_BOOL_SUB = ("subtraction, the `-` operator, with a bool Tensor is not supported; to invert a "
+             "mask use ~ (logical not)")
+
+
+def _is_bool(x) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return True
+    d = getattr(x, "dtype", None)
+    return d is not None and d.kind == "b"
+
+
 def _true_div_dtype(a, b):
     """True division of integers gives the default float dtype (as torch), not float64."""
     ad = a.data if isinstance(a, Tensor) else a
@@ -1194,7 +1261,17 @@ def _softmax_dim(t: Tensor, dim, axis, name) -> int:
     d = _pick("dim", dim, "axis", axis)
     if d is None:
         raise TypeError(f"{name}() needs dim (e.g. x.{name}(dim=-1)), as in torch")
+    if t.data.dtype.kind != "f":
+        raise NotImplementedError(f"{name}() needs a floating-point Tensor, got {t.dtype}; "
+                                  "cast it first with .float()")
     return _norm_axis(d, t.data.ndim, t.shape)
+
+
+def _shift(x: np.ndarray, d: int) -> np.ndarray:
+    """The maximum along ``d`` (a constant that keeps exp() finite); 0 for no values."""
+    if x.size == 0:
+        return np.zeros((), dtype=x.dtype)
+    return x.max(axis=d, keepdims=True)
 
 
 def op_symbol(op: str) -> str:

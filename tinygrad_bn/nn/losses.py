@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.node import scope
-from ..core.ops import Primitive
+from ..core.node import NO_CTX, scope
+from ..core.ops import Primitive, Sigmoid
 from ..core.tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -134,6 +134,33 @@ def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
         return _reduce(d * d, reduction)
 
 
+class BCEWithLogits(Primitive):
+    """Elementwise ``ℓ = max(x, 0) - x·t + log(1 + e^{-|x|})`` of logits x and targets t.
+
+    dℓ/dx = σ(x) - t (exact at x = 0, where a composition of relu and abs would give -t),
+    dℓ/dt = -x.
+    """
+
+    op_name = "bce_with_logits"
+    save_inputs = (0, 1)
+
+    @staticmethod
+    def forward(ctx, x, t):
+        return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.inputs()
+        need = ctx.needs_input_grad
+        gx = gt = None
+        if need[0]:
+            sx = x.sigmoid() if isinstance(x, Tensor) else Sigmoid.forward(NO_CTX, x)
+            gx = g * (sx - t)
+        if need[1]:
+            gt = g * -x
+        return gx, gt
+
+
 def binary_cross_entropy_with_logits(input: Tensor, target, weight=None,
                                      reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of logits ``x`` and targets ``t`` in [0, 1], computed stably as
@@ -144,8 +171,12 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None,
     if tshape != input.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: input of shape {input.shape} and "
                          f"target of shape {tshape} differ")
+    if isinstance(target, Tensor):
+        target = target.astype(input.dtype) if target.dtype != input.dtype else target
+    else:
+        target = np.asarray(target, dtype=input.dtype)
     with scope("binary_cross_entropy_with_logits", kind="loss"):
-        loss = input.relu() - input * target + ((-input.abs()).exp() + 1.0).log()
+        loss = BCEWithLogits.apply(input, target)
         if weight is not None:
             loss = loss * weight
         return _reduce(loss, reduction)
