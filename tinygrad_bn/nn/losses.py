@@ -2,6 +2,8 @@
 ``binary_cross_entropy_with_logits``, plus ``log_softmax`` and ``softmax``."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..core.node import NO_CTX, scope
@@ -20,17 +22,27 @@ def _as_tensor(x) -> Tensor:
     return x if isinstance(x, Tensor) else Tensor(np.asarray(x))
 
 
-def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """``x - logsumexp(x, axis)``, shifted by the (constant) maximum so large logits are safe."""
-    m = x.data.max(axis=axis, keepdims=True)
-    z = x - m
-    return z - z.exp().sum(axis=axis, keepdims=True).log()
+def _softmax_dim(x: Tensor, dim, axis, name: str) -> int:
+    if dim is not None and axis is not None:
+        raise TypeError(f"{name}: got both dim= and axis=; pass one of them")
+    d = dim if dim is not None else axis
+    if d is None:  # torch's legacy implicit choice, with its warning
+        d = 0 if x.ndim in (0, 1, 3) else 1
+        warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the "
+                      "call to include dim=X as an argument.", UserWarning, stacklevel=3)
+    return d
 
 
-def softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """``exp(x) / Σ exp(x)`` along ``axis``, shifted by the (constant) maximum."""
-    e = (x - x.data.max(axis=axis, keepdims=True)).exp()
-    return e / e.sum(axis=axis, keepdims=True)
+def log_softmax(input: Tensor, dim=None, *, axis=None) -> Tensor:
+    """``x - logsumexp(x, dim)`` (``Tensor.log_softmax``), as ``torch.nn.functional``."""
+    x = _as_tensor(input)
+    return x.log_softmax(_softmax_dim(x, dim, axis, "log_softmax"))
+
+
+def softmax(input: Tensor, dim=None, *, axis=None) -> Tensor:
+    """``exp(x) / Σ exp(x)`` along ``dim`` (``Tensor.softmax``), as ``torch.nn.functional``."""
+    x = _as_tensor(input)
+    return x.softmax(_softmax_dim(x, dim, axis, "softmax"))
 
 
 def _class_targets(target, n: int, c: int) -> np.ndarray:
@@ -81,7 +93,7 @@ class CrossEntropy(Primitive):
         t = ctx.target
         if ctx._graph_mode:  # recompute softmax from the graph so higher derivatives flow
             (logits,) = ctx.inputs()
-            p = softmax(logits, axis=1)
+            p = logits.softmax(1)
         else:
             (p,) = ctx.saved_tensors
         onehot = np.zeros(p.shape, dtype=p.dtype)
