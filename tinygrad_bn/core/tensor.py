@@ -236,11 +236,10 @@ def _cast(x, dtype):
     return x.astype(dtype) if isinstance(x, _ndarray) and x.dtype != dtype else x
 
 
-def _binary(fn, a, b, dtype=None) -> "Tensor":
+def _binary(fn, a, b) -> "Tensor":
     """An elementwise two-input primitive on Tensors, ndarrays or scalars, with torch's
-    type promotion (``dtype`` overrides it, e.g. true division of integers). A failure is
-    reported as a broadcasting error only when the shapes do not broadcast; every other
-    error of the op passes through unchanged."""
+    type promotion. A failure is reported as a broadcasting error only when the shapes do
+    not broadcast; every other error of the op passes through unchanged."""
     if isinstance(a, Tensor):
         ad = a.data
         ra = a.requires_grad
@@ -253,18 +252,16 @@ def _binary(fn, a, b, dtype=None) -> "Tensor":
     else:
         bd = _operand(b)
         rb = False
-    if dtype is None:  # one side is a Tensor, so at least one of ad, bd is an ndarray
-        if type(bd) is _ndarray:
-            if type(ad) is _ndarray:
-                if ad.dtype is not bd.dtype:
-                    dtype = result_type(ad, bd)
-            elif bd.dtype.kind in "biu":  # int + 2.5 is float32; int + 2 stays int
-                dtype = result_type(ad, bd)
-        elif ad.dtype.kind in "biu":
-            dtype = result_type(ad, bd)
-    if dtype is not None:
-        ad = _cast(ad, dtype)
-        bd = _cast(bd, dtype)
+    # one side is a Tensor, so at least one of ad, bd is an ndarray; two float arrays of one
+    # dtype, or a float array and a Python number, need nothing (a weak scalar keeps the dtype)
+    if type(bd) is _ndarray:
+        if type(ad) is _ndarray:
+            if ad.dtype is not bd.dtype or ad.dtype.kind != "f":
+                ad, bd = _promote_operands(fn, ad, bd)
+        elif bd.dtype.kind != "f" or type(ad) is bool:
+            ad, bd = _promote_operands(fn, ad, bd)
+    elif ad.dtype.kind != "f" or type(bd) is bool:
+        ad, bd = _promote_operands(fn, ad, bd)
     try:
         if (ra or rb) and _grad_mode.enabled:
             return apply_op(fn, (a, b), _EMPTY, (ad, bd),
@@ -272,10 +269,25 @@ def _binary(fn, a, b, dtype=None) -> "Tensor":
         return _wrap(fn.forward(NO_CTX, ad, bd), None)  # nothing to record
     except ValueError:
         sa, sb = np.shape(ad), np.shape(bd)
-        if fn is not ops.MatMul and not _broadcastable(sa, sb):
+        if not _broadcastable(sa, sb):
             raise ValueError(f"{fn.__name__.lower()}: shapes {sa} and {sb} do not "
                              "broadcast") from None
         raise
+
+
+def _promote_operands(fn, ad, bd) -> tuple:
+    """Cast the operands of an elementwise op to torch's result type; refuse what torch
+    refuses (subtraction with bools, bool ** bool). True division of integers is float32."""
+    a_bool = isinstance(ad, (bool, np.bool_)) or getattr(ad, "dtype", None) == np.bool_
+    b_bool = isinstance(bd, (bool, np.bool_)) or getattr(bd, "dtype", None) == np.bool_
+    if fn is ops.Sub and (a_bool or b_bool):
+        raise RuntimeError(_BOOL_SUB)
+    if fn is ops.Pow and a_bool and b_bool:
+        raise NotImplementedError("pow is not implemented for bool Tensors")
+    rt = result_type(ad, bd)
+    if fn is ops.Div and rt.kind in "biu":
+        rt = _DEFAULT_FLOAT
+    return _cast(ad, rt), _cast(bd, rt)
 
 
 def _float_input(t: "Tensor") -> "Tensor":
@@ -620,13 +632,9 @@ class Tensor:
         return _binary(ops.Add, other, self)
 
     def __sub__(self, other):
-        if self.data.dtype.kind == "b" or _is_bool(other):
-            raise RuntimeError(_BOOL_SUB)
         return _binary(ops.Sub, self, other)
 
     def __rsub__(self, other):
-        if self.data.dtype.kind == "b" or _is_bool(other):
-            raise RuntimeError(_BOOL_SUB)
         return _binary(ops.Sub, other, self)
 
     def __mul__(self, other):
@@ -636,19 +644,15 @@ class Tensor:
         return _binary(ops.Mul, other, self)
 
     def __truediv__(self, other):
-        return _binary(ops.Div, self, other, _true_div_dtype(self, other))
+        return _binary(ops.Div, self, other)
 
     def __rtruediv__(self, other):
-        return _binary(ops.Div, other, self, _true_div_dtype(other, self))
+        return _binary(ops.Div, other, self)
 
     def __pow__(self, other):
-        if self.data.dtype.kind == "b" and _is_bool(other):
-            raise NotImplementedError("pow is not implemented for bool Tensors")
         return _binary(ops.Pow, self, other)
 
     def __rpow__(self, other):
-        if self.data.dtype.kind == "b" and _is_bool(other):
-            raise NotImplementedError("pow is not implemented for bool Tensors")
         return _binary(ops.Pow, other, self)
 
     def __matmul__(self, other):
@@ -1238,17 +1242,6 @@ def _is_bool(x) -> bool:
         return True
     d = getattr(x, "dtype", None)
     return d is not None and d.kind == "b"
-
-
-def _true_div_dtype(a, b):
-    """True division of integers gives the default float dtype (as torch), not float64."""
-    ad = a.data if isinstance(a, Tensor) else a
-    bd = b.data if isinstance(b, Tensor) else b
-    ka = ad.dtype.kind if isinstance(ad, _ndarray) else ("f" if isinstance(ad, float) else "i")
-    kb = bd.dtype.kind if isinstance(bd, _ndarray) else ("f" if isinstance(bd, float) else "i")
-    if ka in "biu" and kb in "biu":
-        return _DEFAULT_FLOAT
-    return None
 
 
 def _need_float(t: Tensor, name: str) -> None:
