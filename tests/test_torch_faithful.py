@@ -747,3 +747,19 @@ def test_softmax_methods_match_torch(torch, name, dim):
     (out * g).sum().backward()
     (tout * torch.tensor(g)).sum().backward()
     _close(x.grad, tx.grad)
+
+
+def test_torch_method_spellings_of_operators_match_torch(torch):
+    a = np.array([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]])
+    b = np.array([[2.0, 1.0, -1.0], [3.0, 0.5, 2.0]])
+    x, y = Tensor(a), Tensor(b)
+    tx, ty = torch.tensor(a), torch.tensor(b)
+    for f in (lambda p, q: p.add(q), lambda p, q: p.sub(q), lambda p, q: p.mul(q),
+              lambda p, q: p.div(q), lambda p, q: p.pow(2), lambda p, q: p.neg(),
+              lambda p, q: p.matmul(q.t()), lambda p, q: p.t(), lambda p, q: p.cpu(),
+              lambda p, q: p.t().contiguous()):
+        np.testing.assert_allclose(f(x, y).data, f(tx, ty).numpy())
+    assert x.size() == tuple(tx.size()) and x.size(1) == tx.size(1) and x.size == 6
+    assert x.dim() == tx.dim()
+    with pytest.raises(ValueError):
+        Tensor(np.ones((2, 2, 2))).t()

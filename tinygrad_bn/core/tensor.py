@@ -24,7 +24,7 @@ _EMPTY: dict = {}
 
 
 # ----------------------------------------------------------------------- the one routine
-def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None, edges=None) -> "Tensor":
+def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
     """Apply op ``fn`` (a Function class) to ``args``; the only place a node is created.
 
     Primitives (``fn._raw``) compute on ndarrays (``datas``, the arrays behind ``args``
@@ -33,13 +33,22 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None, edges=None) -> 
     the node is recorded: ``parents`` (one edge per argument: the input's node, the leaf
     Tensor itself, or None), ``needs_input_grad``, the saved inputs with their versions,
     the saved output, and the output's shape, dtype, scope (and trace statistics).
-    ``edges`` may be passed by a caller that has already found them (the operators).
     """
     # Edges and arrays, spelled out for one and two inputs: this runs for every op, and a
     # loop or comprehension would cost more than the rest of the routine.
-    if edges is not None:  # the operators found them already (two inputs)
-        needs = _NEEDS2[edges[0] is None][edges[1] is None]
-    elif len(args) == 1:
+    edges = None
+    n = len(args)
+    if n == 2:
+        a, b = args
+        ea = (a._ctx or a) if isinstance(a, Tensor) and a.requires_grad else None
+        eb = (b._ctx or b) if isinstance(b, Tensor) and b.requires_grad else None
+        if datas is None:
+            datas = (a.data if isinstance(a, Tensor) else a,
+                     b.data if isinstance(b, Tensor) else b)
+        if (ea is not None or eb is not None) and _grad_mode.enabled:
+            edges = (ea, eb)
+            needs = _NEEDS2[ea is None][eb is None]
+    elif n == 1:
         a = args[0]
         if isinstance(a, Tensor):
             if datas is None:
@@ -157,7 +166,8 @@ def _edge(a):
 
 
 # ------------------------------------------------------------------------- dtypes
-_DEFAULT_FLOAT = np.dtype(np.float32)
+_DEFAULT_FLOAT = _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 _INT64 = np.dtype(np.int64)
 _BOOL = np.dtype(np.bool_)
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
@@ -255,18 +265,19 @@ def _binary(fn, a, b) -> "Tensor":
     # one side is a Tensor, so at least one of ad, bd is an ndarray; two float arrays of one
     # dtype, or a float array and a Python number, need nothing (a weak scalar keeps the dtype)
     if type(bd) is _ndarray:
+        dt = bd.dtype
         if type(ad) is _ndarray:
-            if ad.dtype is not bd.dtype or ad.dtype.kind != "f":
+            if ad.dtype is not dt or (dt is not _F32 and dt is not _F64):
                 ad, bd = _promote_operands(fn, ad, bd)
-        elif bd.dtype.kind != "f" or type(ad) is bool:
+        elif (dt is not _F32 and dt is not _F64) or type(ad) is bool:
             ad, bd = _promote_operands(fn, ad, bd)
-    elif ad.dtype.kind != "f" or type(bd) is bool:
+    elif ((dt := ad.dtype) is not _F32 and dt is not _F64) or type(bd) is bool:
         ad, bd = _promote_operands(fn, ad, bd)
     try:
         if (ra or rb) and _grad_mode.enabled:
-            return apply_op(fn, (a, b), _EMPTY, (ad, bd),
-                            ((a._ctx or a) if ra else None, (b._ctx or b) if rb else None))
-        return _wrap(fn.forward(NO_CTX, ad, bd), None)  # nothing to record
+            return apply_op(fn, (a, b), _EMPTY, (ad, bd))
+        # nothing to record: the one shortcut past apply_op (see benchmarks/README.md)
+        return _wrap(fn.forward(NO_CTX, ad, bd), None)
     except ValueError:
         sa, sb = np.shape(ad), np.shape(bd)
         if not _broadcastable(sa, sb):
@@ -675,6 +686,43 @@ class Tensor:
 
     def __pos__(self):
         return self
+
+    # torch's method spellings of the operators
+    def add(self, other):
+        return self + other
+
+    def sub(self, other):
+        return self - other
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def matmul(self, other):
+        return self @ other
+
+    def neg(self):
+        return -self
+
+    def t(self) -> "Tensor":
+        """The transpose of a matrix (a 0-d or 1-D Tensor is returned as it is), as torch."""
+        if self.data.ndim > 2:
+            raise ValueError(f"t() expects a tensor with <= 2 dimensions, but got shape "
+                             f"{self.shape}; use transpose(dim0, dim1) or permute")
+        return self.transpose()
+
+    def cpu(self) -> "Tensor":
+        """This Tensor (everything lives in host memory here)."""
+        return self
+
+    def contiguous(self) -> "Tensor":
+        """This Tensor if its memory is contiguous, else a contiguous copy (``clone``)."""
+        return self if self.data.flags.c_contiguous else self.clone()
 
     def __invert__(self):
         if self.data.dtype.kind not in "biu":
