@@ -92,14 +92,14 @@ def test_wrong_backward_raises_a_report_naming_input_element_values_and_criterio
     assert r.input_index == 1 and r.input_name == "weight" and r.input_shape == (2, 3)
     assert r.input_element == (1, 2) and r.output_element == (1, 2)
     expected = x.data[1, 2]  # d y[1,2] / d w[1,2]
-    assert r.analytic == pytest.approx(1.5 * expected, rel=1e-12)
+    assert r.autograd == pytest.approx(1.5 * expected, rel=1e-12)
     assert r.numeric == pytest.approx(expected, rel=1e-8)
     assert r.abs_error == pytest.approx(0.5 * expected, rel=1e-7)
     assert r.n_failed == 1 and r.n_checked == 2 * 36
     msg = str(info.value)
     assert "input 1" in msg and "'weight'" in msg and "(2, 3)" in msg
     assert re.search(r"worst element: d output\[1, 2\] / d input\[1, 2\]", msg)
-    assert re.search(r"analytic.*= " + re.escape(f"{r.analytic:.10g}"), msg)
+    assert re.search(r"autograd = " + re.escape(f"{r.autograd:.10g}"), msg)
     assert re.search(r"numeric.*= " + re.escape(f"{r.numeric:.10g}"), msg)
     assert "criterion" in msg and "atol=1e-05" in msg and "rtol=0.001" in msg
     assert "1 of 72" in msg
@@ -132,7 +132,7 @@ def test_the_tolerance_decides():
     r = info.value.report
     assert r.n_failed == 3 and r.n_checked == 9
     assert len(r.input_element) == 1 and r.input_element == r.output_element
-    assert r.analytic == pytest.approx(2.0002, rel=1e-12)
+    assert r.autograd == pytest.approx(2.0002, rel=1e-12)
     assert r.numeric == pytest.approx(2.0, rel=1e-8)
 
 

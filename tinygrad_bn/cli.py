@@ -126,19 +126,30 @@ def _cmd_train(args) -> int:
 def _cmd_compare(args) -> int:
     import numpy as np
 
-    from .compare import compare_all
+    from .compare import (BesselBatchNormNoFactorOp, BesselBatchNormOp, bessel_batch_norm,
+                          compare, compare_all)
 
     t0 = time.perf_counter()
     report = compare_all(dtype=np.dtype(args.dtype), seed=args.seed)
-    print("Gradients of x, γ, β three ways: autograd through the composed graph, the analytic "
-          "(hand-derived) formula,\nand central differences (float64), for every norm and for "
-          "the tutorial's boxed BatchNorm formula.")
+    print("Gradients of x, γ, β three ways: autograd through the composed graph, the "
+          "hand-derived formula,\nand numeric (central differences, float64), for every norm "
+          "and for the tutorial's boxed BatchNorm formula.")
     if not args.full:
         print("One row per norm and pair: the worst of x, γ, β (--full for every gradient).")
     print()
     print(report.table(compact=not args.full))
+    print("\nYour own norm: a function of Tensor ops plus one with a hand-written backward, e.g.")
+    print("BatchNorm with Bessel's correction inside the normalization and a lecture's one-line")
+    print("backward, then the same backward without its n/(n-1) factor (expected to fail):\n")
+    own = (compare(bessel_batch_norm, (16, 4), derived=BesselBatchNormOp.apply,
+                   dtype=np.dtype(args.dtype), seed=args.seed,
+                   label="Bessel BN, one-line backward")
+           + compare(bessel_batch_norm, (16, 4), derived=BesselBatchNormNoFactorOp.apply,
+                     dtype=np.dtype(args.dtype), seed=args.seed, expect_wrong_dx=True,
+                     label="same without n/(n-1)"))
+    print(own.table(compact=True))
     print(f"\n({time.perf_counter() - t0:.1f} s)")
-    return 0 if report.ok else 1
+    return 0 if report.ok and own.ok else 1
 
 
 def _cmd_experiment(args) -> int:

@@ -1,12 +1,20 @@
-"""Autograd vs analytic vs finite differences, for every norm: ``compare`` and ``compare_all``.
+"""Autograd vs hand-derived vs numeric, for every norm: ``compare`` and ``compare_all``.
 
 For one norm and input shape, the gradients of a random scalar ``L = Σ u·y`` (u a random
 upstream gradient) with respect to x, γ and β are computed three ways:
 
-* **autograd**: through the composed graph of ``tinygrad_bn.nn.functional``;
-* **analytic**: through the single fused node of ``tinygrad_bn.analytic`` (hand-derived);
+* **autograd**: through the composed graph (``tinygrad_bn.nn.functional``, or your own
+  function of Tensor ops);
+* **hand-derived**: through one node whose backward is the derived formula
+  (``tinygrad_bn.analytic``, or your own ``Function``);
 * **numeric**: central differences of L, ``(L(θ + ε) − L(θ − ε)) / 2ε`` for every entry,
   always in float64 (``gradcheck.numerical_jacobian``).
+
+``compare`` takes a registered norm's name, or your own norm: a callable ``f(x, weight,
+bias)`` composed of Tensor ops, with ``derived=`` a callable of the same signature whose
+backward is hand-written (e.g. a ``Function``'s ``apply``). ``bessel_batch_norm`` and
+``BesselBatchNormOp`` below are such a pair: BatchNorm with Bessel's correction inside the
+normalization and its one-line backward, as a widely followed lecture on backprop writes it.
 
 Each pair "a vs b" (b the reference) is reported with its max abs error ``max|a − b|`` and
 max rel error ``max|a − b| / max|b|``, and passes when every entry satisfies
@@ -23,12 +31,14 @@ import numpy as np
 
 from . import analytic
 from .core.gradcheck import numerical_jacobian
-from .nn import functional as F
+from .core.node import Function
 from .core.tensor import Tensor
+from .nn import functional as F
 
-__all__ = ["CompareRow", "CompareReport", "compare", "compare_all", "NORMS"]
+__all__ = ["CompareRow", "CompareReport", "compare", "compare_all", "NORMS",
+           "bessel_batch_norm", "BesselBatchNormOp", "BesselBatchNormNoFactorOp"]
 
-PAIRS = (("analytic", "autograd"), ("autograd", "numeric"), ("analytic", "numeric"))
+PAIRS = (("hand-derived", "autograd"), ("autograd", "numeric"), ("hand-derived", "numeric"))
 
 
 @dataclass
@@ -122,8 +132,10 @@ class CompareReport:
                      "rel err = max|a - b| / max|b|")
         summary = f"{len(self.rows) - n_bad} of {len(self.rows)} rows as expected"
         if n_xfail:
-            summary += (f"; {n_xfail} expected failure(s): the tutorial's boxed formula "
-                        "(sqrt(m) where m belongs) gives wrong gradients")
+            boxed = any("boxed" in r.norm for r in self.rows if r.expected_fail)
+            summary += (f"; {n_xfail} expected failure(s): " + (
+                "the tutorial's boxed formula (sqrt(m) where m belongs) gives wrong gradients"
+                if boxed else "a hand-derived formula known to be wrong gives wrong gradients"))
         if n_bad:
             summary += f"; {n_bad} UNEXPECTED"
         lines.append(summary)
@@ -219,16 +231,38 @@ def _numeric(spec: _Spec, arrays: list, u: np.ndarray, eps: float) -> list:
             for i in range(len(ts))]
 
 
-def compare(norm: str, shape: tuple, *, training: bool = True, dtype=np.float64,
+def _user_spec(norm: Callable, derived, shape: tuple, param_shape, label) -> _Spec:
+    """The spec of a user's norm: ``norm(x, weight, bias)`` composed of Tensor ops and
+    ``derived(x, weight, bias)`` with a hand-written backward."""
+    if not callable(derived):
+        raise TypeError("compare: for your own norm pass derived=, a callable f(x, weight, "
+                        "bias) whose backward is hand-written (e.g. MyNormOp.apply)")
+    if len(shape) < 2 and param_shape is None:
+        raise ValueError(f"compare: input shape {shape} has no channel axis; pass param_shape=")
+    pshape = tuple(param_shape) if param_shape is not None else (shape[1],)
+    name = label or getattr(norm, "__name__", "custom norm")
+    return _Spec(name, norm, derived, lambda s: pshape, lambda fn, x, w, b: fn(x, w, b))
+
+
+def compare(norm, shape: tuple, *, training: bool = True, dtype=np.float64,
             seed: int = 0, atol: float | None = None, rtol: float | None = None,
-            fd_eps: float = 1e-6, **kwargs) -> CompareReport:
+            fd_eps: float = 1e-6, derived: Callable | None = None, param_shape=None,
+            label: str | None = None, expect_wrong_dx: bool = False,
+            **kwargs) -> CompareReport:
     """Gradients of x, γ, β for ``norm`` on an input of ``shape``, computed three ways.
 
-    ``norm``: one of ``NORMS``; ``kwargs`` go to it (``normalized_shape``, ``num_groups``,
-    ``eps``). ``training=False`` uses fixed running statistics (BatchNorm, InstanceNorm).
-    Autograd and analytic run in ``dtype``; central differences (step ``fd_eps``) always in
-    float64. Tolerances default to atol=1e-7, rtol=1e-5 in float64 (1e-3, 1e-2 in float32).
-    Returns a ``CompareReport`` with a row per gradient and pair.
+    ``norm``: one of ``NORMS`` (``kwargs`` go to it: ``normalized_shape``, ``num_groups``,
+    ``eps``; ``training=False`` uses fixed running statistics for BatchNorm, InstanceNorm),
+    or your own ``f(x, weight, bias) -> Tensor`` composed of Tensor ops, with ``derived=``
+    the same function with a hand-written backward, ``param_shape=`` the shape of weight and
+    bias (default ``(shape[1],)``), ``label=`` its name in the table, and
+    ``expect_wrong_dx=True`` for a hand-derived formula known to get dx wrong (its rows are
+    then expected failures, like the tutorial's boxed formula).
+    Autograd and hand-derived run in ``dtype``; central differences (step ``fd_eps``) always
+    in float64. Tolerances default to atol=1e-7, rtol=1e-5 in float64 (1e-3, 1e-2 in
+    float32). Returns a ``CompareReport`` with a row per gradient and pair.
+
+    Example: ``compare(bessel_batch_norm, (16, 4), derived=BesselBatchNormOp.apply)``.
     """
     dtype = np.dtype(dtype)
     d_atol, d_rtol = _DEFAULT_TOL.get(dtype, (1e-3, 1e-2))
@@ -236,7 +270,16 @@ def compare(norm: str, shape: tuple, *, training: bool = True, dtype=np.float64,
     rtol = d_rtol if rtol is None else rtol
     shape = tuple(shape)
     rng = np.random.default_rng(seed)
-    spec = _spec(norm, shape, training, rng, **kwargs)
+    if callable(norm):
+        if kwargs:
+            raise TypeError(f"compare: settings {sorted(kwargs)} are for registered norms; "
+                            "bind them into your function instead")
+        spec = _user_spec(norm, derived, shape, param_shape, label)
+    else:
+        if derived is not None or param_shape is not None:
+            raise TypeError("compare: derived= and param_shape= are for your own norm (a "
+                            f"callable); {norm!r} is registered with its own")
+        spec = _spec(norm, shape, training, rng, **kwargs)
     pshape = spec.param_shape(shape)
     # round the inputs to dtype first, so every method sees the same numbers
     arrays = [rng.standard_normal(shape) * 2.0 + 0.5, rng.uniform(0.5, 1.5, pshape)]
@@ -246,7 +289,7 @@ def compare(norm: str, shape: tuple, *, training: bool = True, dtype=np.float64,
     u = rng.standard_normal(shape).astype(dtype).astype(np.float64)
     results = {
         "autograd": _grads(spec.composed, spec, arrays, u, dtype),
-        "analytic": _grads(spec.fused, spec, arrays, u, dtype),
+        "hand-derived": _grads(spec.fused, spec, arrays, u, dtype),
         "numeric": _numeric(spec, arrays, u, fd_eps),
     }
     names = ["x", "γ", "β"][:len(arrays)]
@@ -262,8 +305,8 @@ def compare(norm: str, shape: tuple, *, training: bool = True, dtype=np.float64,
                 max_abs=max_abs, max_rel=max_abs / ref if ref > 0 else max_abs,
                 atol=atol, rtol=rtol,
                 passed=bool(np.all(err <= atol + rtol * np.abs(b))),
-                expected_fail=spec.boxed and training and name == "x"
-                and "analytic" in (a_name, b_name),
+                expected_fail=(spec.boxed and training or expect_wrong_dx) and name == "x"
+                and "hand-derived" in (a_name, b_name),
             ))
     return CompareReport(rows)
 
@@ -296,3 +339,55 @@ def compare_all(dtype=np.float64, seed: int = 0, atol: float | None = None,
         report = report + compare(norm, shape, training=training, dtype=dtype, seed=seed,
                                   atol=atol, rtol=rtol, **kw)
     return report
+
+
+# --------------------------------------------------------------- your own norm: an example
+def bessel_batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """BatchNorm over axis 0 with Bessel's correction *inside* the normalization, composed of
+    Tensor ops: ``σ² = Σ(x − μ)² / (n − 1)``, ``y = γ (x − μ) / √(σ² + ε) + β``. (PyTorch
+    normalizes with the biased variance and keeps the unbiased one for running statistics;
+    a widely followed lecture on backprop uses this variant.)"""
+    n = x.shape[0]
+    mu = x.mean(0, keepdim=True).named("μ")
+    d = x - mu
+    var = ((d * d).sum(0, keepdim=True) / (n - 1)).named("σ²")
+    xhat = (d / (var + eps).sqrt()).named("x̂")
+    return xhat * weight + bias
+
+
+class BesselBatchNormOp(Function):
+    """``bessel_batch_norm`` as one node with the lecture's one-line backward:
+
+    ``dx = γ / (n √(σ² + ε)) · (n·g − Σg − n/(n−1) · x̂ · Σ(g·x̂))``,
+    ``dγ = Σ g·x̂``, ``dβ = Σ g`` (sums over the batch).
+    """
+
+    factor = True  # the n/(n-1) that Bessel's correction puts in front of the last term
+
+    @classmethod
+    def forward(cls, ctx, x, weight, bias, eps: float = 1e-5):
+        xd = x.data
+        n = xd.shape[0]
+        mu = xd.mean(0, keepdims=True)
+        var = ((xd - mu) ** 2).sum(0, keepdims=True) / (n - 1)
+        inv = 1.0 / np.sqrt(var + eps)
+        xhat = (xd - mu) * inv
+        ctx.n = n
+        ctx.save_for_backward(Tensor(xhat), Tensor(inv), weight)
+        return xhat * weight.data + bias.data
+
+    @classmethod
+    def backward(cls, ctx, g):
+        xhat, inv, weight = ctx.saved_tensors
+        n = ctx.n
+        k = n / (n - 1) if cls.factor else 1.0
+        gsum = g.sum(0, keepdim=True)
+        gx = (g * xhat).sum(0, keepdim=True)
+        dx = weight * inv / n * (n * g - gsum - k * xhat * gx)
+        return dx, gx.reshape(-1), gsum.reshape(-1)
+
+
+class BesselBatchNormNoFactorOp(BesselBatchNormOp):
+    """The same one-line backward without its n/(n−1) factor: wrong, and ``compare`` says so."""
+
+    factor = False

@@ -29,7 +29,7 @@ class GradcheckReport:
     input_shape: tuple
     input_element: tuple
     output_element: tuple
-    analytic: float
+    autograd: float
     numeric: float
     abs_error: float
     rel_error: float
@@ -38,6 +38,11 @@ class GradcheckReport:
     eps: float
     n_failed: int
     n_checked: int
+
+    @property
+    def analytic(self) -> float:
+        """The older name of ``autograd`` (the value from the graph, not a hand-derived one)."""
+        return self.autograd
 
     def __str__(self) -> str:
         who = f"input {self.input_index}"
@@ -48,10 +53,10 @@ class GradcheckReport:
             f"{head} for {who}, shape {self.input_shape}\n"
             f"  worst element: d output{list(self.output_element)} / d input"
             f"{list(self.input_element)}\n"
-            f"  analytic (autograd) = {self.analytic:.10g}\n"
+            f"  autograd = {self.autograd:.10g}\n"
             f"  numeric (central differences, eps={self.eps:g}) = {self.numeric:.10g}\n"
-            f"  |analytic - numeric| = {self.abs_error:.3g}, relative {self.rel_error:.3g}\n"
-            f"  criterion: |analytic - numeric| <= atol + rtol * |numeric| with "
+            f"  |autograd - numeric| = {self.abs_error:.3g}, relative {self.rel_error:.3g}\n"
+            f"  criterion: |autograd - numeric| <= atol + rtol * |numeric| with "
             f"atol={self.atol:g}, rtol={self.rtol:g}; {self.n_failed} of {self.n_checked} "
             f"entries fail"
         )
@@ -102,7 +107,7 @@ def numerical_jacobian(func: Callable, inputs: Sequence, index: int, eps: float 
     return np.stack(cols, axis=1)
 
 
-def analytic_jacobians(func: Callable, inputs: Sequence) -> tuple[list[np.ndarray], Tensor]:
+def autograd_jacobians(func: Callable, inputs: Sequence) -> tuple[list[np.ndarray], Tensor]:
     """Jacobians of ``func(*inputs)`` w.r.t. each input that requires grad, by autograd.
 
     One backward pass per output element (``grad`` with a one-hot ``grad_outputs``). Returns
@@ -133,7 +138,7 @@ def gradcheck_report(func: Callable, inputs, eps: float = 1e-6, atol: float = 1e
     idx = [i for i, x in enumerate(xs) if isinstance(x, Tensor) and x.requires_grad]
     if not idx:
         raise ValueError("gradcheck needs at least one input Tensor with requires_grad=True")
-    jacs, y = analytic_jacobians(func, xs)
+    jacs, y = autograd_jacobians(func, xs)
     worst: GradcheckReport | None = None
     worst_score = -1.0
     total_failed = 0
@@ -163,7 +168,7 @@ def gradcheck_report(func: Callable, inputs, eps: float = 1e-6, atol: float = 1e
                 input_shape=xs[i].shape,
                 input_element=tuple(int(v) for v in np.unravel_index(c, xs[i].shape)),
                 output_element=tuple(int(v) for v in np.unravel_index(r, y.shape)),
-                analytic=float(A[r, c]),
+                autograd=float(A[r, c]),
                 numeric=float(N[r, c]),
                 abs_error=float(err[r, c]),
                 rel_error=float(err[r, c] / max(abs(N[r, c]), 1e-300)),
@@ -185,7 +190,7 @@ def gradcheck(func: Callable, inputs, eps: float = 1e-6, atol: float = 1e-5,
 
     ``func(*inputs)`` must return a Tensor; every input Tensor with ``requires_grad=True`` is
     checked (floating inputs are copied to float64 first). An entry passes when
-    ``|analytic - numeric| <= atol + rtol * |numeric|``. Returns True; on a mismatch raises
+    ``|autograd - numeric| <= atol + rtol * |numeric|``. Returns True; on a mismatch raises
     ``GradcheckError`` whose message (and ``.report``) names the input, the worst element and
     both values — or returns False when ``raise_exception=False``.
     """
