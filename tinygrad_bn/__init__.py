@@ -3,6 +3,7 @@ from ._alloc import tune_malloc as _tune_malloc
 from .core.tensor import Tensor, where
 from .core.node import Function, no_grad, enable_grad, is_grad_enabled, set_grad_enabled
 from .core.autograd import grad
+from .norms import grad_paths
 from .core.gradcheck import gradcheck, GradcheckError
 from .core.factories import (tensor, zeros, ones, full, arange, randn, rand, zeros_like,
                              ones_like, cat, stack, manual_seed)
@@ -17,7 +18,7 @@ __all__ = [
     "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
     "grad", "gradcheck", "GradcheckError", "where", "tensor", "zeros", "ones", "full", "arange",
     "randn", "rand", "zeros_like", "ones_like", "cat", "stack", "manual_seed", "save", "load",
-    "nn", "optim", "analytic",
+    "grad_paths", "nn", "optim", "analytic",
     "viz",
     "__version__",
 ]

@@ -113,16 +113,23 @@ def _shape_error(node, gshape, shape):
 
 
 def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
-         inputs: Sequence[Tensor] | None = None):
+         inputs: Sequence[Tensor] | None = None, stop=None):
     """Propagate ``root_grads`` from ``roots`` (nodes or leaf Tensors) through the graph.
 
     With ``inputs=None`` leaf gradients accumulate into ``.grad``; otherwise the gradients of
     ``inputs`` are returned (a dict keyed by node or leaf) and ``.grad`` is left alone.
+
+    ``stop`` (private, for ``grad_paths``) is None or a set of nodes: a gradient flowing
+    into one of them is dropped (a root keeps the gradient it starts with), and the pass is
+    quiet: no hooks, no ``retain_grad`` updates, since it sees only part of a gradient
+    (``stop=()`` is a quiet pass that stops nowhere).
     """
     deps = _count_dependencies(roots)
     grads: dict = {}
     for r, g in zip(roots, root_grads):
         grads[r] = grads[r] + g if r in grads else g
+    if stop:
+        grads = _Stopping(grads, stop)
     wanted = None
     captured: dict = {}
     if inputs is not None:
@@ -134,7 +141,8 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     pop = ready.pop
     push = ready.append
     raw_mode = not graph_mode
-    hooked = Hooks.live > 0
+    hooked = Hooks.live > 0 and stop is None
+    retaining = not graph_mode and stop is None
     while ready:
         node = pop()
         g = grads.pop(node, None)
@@ -148,7 +156,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                     # backward may hand g itself on (sub), into a slot accumulated in place
                     g = g.view()
                     g.flags.writeable = False
-            if node._retained is not None and not graph_mode:
+            if node._retained is not None and retaining:
                 _retain(node, g)
             if raw_mode and node._raw:
                 results = node.backward(node, g)
@@ -208,6 +216,24 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         finally:
             _accumulate_lock.release()
     return captured
+
+
+class _Stopping(dict):
+    """``_run``'s gradient slots when ``stop`` is given: nodes in ``stop`` take no gradient
+    (only the dict's setup, the roots' starting gradients, writes them)."""
+
+    __slots__ = ("stop",)
+
+    def __init__(self, grads: dict, stop):
+        super().__init__(grads)
+        self.stop = stop
+
+    def get(self, key, default=None):
+        return default if key in self.stop else dict.get(self, key, default)
+
+    def __setitem__(self, key, value) -> None:
+        if key not in self.stop:
+            dict.__setitem__(self, key, value)
 
 
 def _run_hooks(hooks: list, g, graph_mode: bool, shape: tuple):

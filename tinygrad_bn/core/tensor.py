@@ -302,7 +302,8 @@ def _promote_operands(fn, ad, bd) -> tuple:
 
 
 def _float_input(t: "Tensor") -> "Tensor":
-    """Integer and bool Tensors become float32 for float-valued functions (as torch)."""
+    """Integer and bool Tensors become float32 for float-valued functions (as torch);
+    float16 stays."""
     if t.data.dtype.kind in "fc":
         return t
     return Tensor._wrap(t.data.astype(_DEFAULT_FLOAT), None)
@@ -860,28 +861,28 @@ class Tensor:
     # -- elementwise functions -------------------------------------------------------------
     def exp(self) -> "Tensor":
         """Elementwise ``e**x``."""
-        return apply_op(ops.Exp,
-                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+        dt = self.data.dtype
+        return apply_op(ops.Exp, (self if dt is _F32 or dt is _F64 else _float_input(self),))
 
     def log(self) -> "Tensor":
         """Elementwise natural logarithm."""
-        return apply_op(ops.Log,
-                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+        dt = self.data.dtype
+        return apply_op(ops.Log, (self if dt is _F32 or dt is _F64 else _float_input(self),))
 
     def sqrt(self) -> "Tensor":
         """Elementwise square root."""
-        return apply_op(ops.Sqrt,
-                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+        dt = self.data.dtype
+        return apply_op(ops.Sqrt, (self if dt is _F32 or dt is _F64 else _float_input(self),))
 
     def tanh(self) -> "Tensor":
         """Elementwise hyperbolic tangent."""
-        return apply_op(ops.Tanh,
-                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+        dt = self.data.dtype
+        return apply_op(ops.Tanh, (self if dt is _F32 or dt is _F64 else _float_input(self),))
 
     def sigmoid(self) -> "Tensor":
         """Elementwise logistic function ``1 / (1 + e**-x)``."""
-        return apply_op(ops.Sigmoid,
-                        (self if self.data.dtype.kind == "f" else _float_input(self),))
+        dt = self.data.dtype
+        return apply_op(ops.Sigmoid, (self if dt is _F32 or dt is _F64 else _float_input(self),))
 
     def relu(self) -> "Tensor":
         """Elementwise ``max(x, 0)`` (gradient 0 at 0, as torch)."""
