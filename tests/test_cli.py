@@ -161,3 +161,19 @@ def test_demo_learning_rate_trains_only_the_batchnorm_model(seed):
     assert bn.final_test_acc > 0.9, f"BatchNorm model: {bn.final_test_acc:.3f}"
     assert plain.diverged_at is not None or plain.final_test_acc < 0.7, (
         f"seed {seed}: the model without BatchNorm reaches {plain.final_test_acc:.3f}")
+
+
+def test_compare_paths_prints_the_three_terms_and_their_sum():
+    from tinygrad_bn.cli import main
+
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["compare", "--paths"])
+    out = buf.getvalue()
+    assert rc == 0
+    for part in ("μ", "σ²", "x̂", "other"):
+        assert f"  {part}" in out
+    assert "dσ² · 2(x - μ) / m" in out and "max |difference|" in out

@@ -123,8 +123,48 @@ def _cmd_train(args) -> int:
     return 0 if hist.diverged_at is None else 1
 
 
+def _cmd_paths(args) -> int:
+    import unicodedata
+
+    import numpy as np
+
+    from . import Tensor, grad, grad_paths
+    from .nn import functional as F
+
+    rng = np.random.default_rng(args.seed)
+    dt = np.dtype(args.dtype)
+    x = Tensor(rng.standard_normal((8, 3)) * 2 + 1, dtype=dt, requires_grad=True, name="x")
+    w = Tensor(rng.uniform(0.5, 1.5, 3), dtype=dt, requires_grad=True, name="γ")
+    b = Tensor(rng.standard_normal(3), dtype=dt, requires_grad=True, name="β")
+    y = F.batch_norm(x, None, None, w, b, training=True)
+    g = rng.standard_normal(y.shape).astype(dt)
+    parts = grad_paths(y, x, ("μ", "σ²", "x̂"), grad_output=g)
+    (full,) = grad(y, x, grad_outputs=g, retain_graph=True)
+    formulas = {
+        "x̂": "dx̂ / σ                           (direct: x → x - μ → x̂)",
+        "σ²": "dσ² · 2(x - μ) / m               (x → (x - μ)² → σ²)",
+        "μ": "dμ / m                           (x → μ, then every later path)",
+        "other": "paths through none of them",
+    }
+    print("BatchNorm over an (8, 3) batch, upstream gradient g, dx̂ = g·γ, m = 8: the gradient "
+          "of x split\nby the first of μ, σ², x̂ each path reaches "
+          "(tinygrad_bn.grad_paths):\n")
+    print(f"  {'part':<6} {'|part|':>10}   formula")
+    for k, v in parts.items():
+        pad = " " * (6 - sum(not unicodedata.combining(ch) for ch in k))  # x̂ is 2 code points
+        print(f"  {k}{pad} {np.linalg.norm(v):10.4g}   {formulas.get(k, '')}")
+    total = sum(parts.values())
+    err = float(np.abs(total - full.data).max())
+    print(f"\n  sum of the parts vs autograd's full gradient: max |difference| = {err:.2e}")
+    ok = err <= (1e-10 if dt == np.float64 else 1e-4) * max(1.0, float(np.abs(full.data).max()))
+    return 0 if ok else 1
+
+
 def _cmd_compare(args) -> int:
     import numpy as np
+
+    if args.paths:
+        return _cmd_paths(args)
 
     from .compare import (BesselBatchNormNoFactorOp, BesselBatchNormOp, bessel_batch_norm,
                           compare, compare_all)
@@ -184,11 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.set_defaults(func=_cmd_gradcheck)
 
-    c = sub.add_parser("compare", help="autograd vs analytic formula vs central differences "
-                       "for every norm, and the tutorial's boxed formula")
+    c = sub.add_parser("compare", help="autograd vs hand-derived formula vs numeric "
+                       "differences for every norm, the tutorial's boxed formula, your own norm")
     c.add_argument("--full", action="store_true", help="a row for each of x, γ, β")
+    c.add_argument("--paths", action="store_true",
+                   help="instead: BatchNorm's gradient of x split into its three paths "
+                   "(through μ, through σ², direct through x̂), each with its formula")
     c.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                   help="dtype of autograd and analytic (default float64)")
+                   help="dtype of autograd and hand-derived (default float64)")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_cmd_compare)
 
