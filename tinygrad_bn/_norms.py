@@ -3,7 +3,27 @@
 ``nn.functional`` (composed from primitives) and ``analytic`` (one fused node each) have the
 same signatures and must reject the same calls with the same messages, before anything is
 mutated; the checks live here once. Each ``check_*`` returns what the caller needs (channel
-count, values per statistic) and raises ``ValueError`` naming the shapes or values at fault.
+count, values per statistic) and raises ``ValueError`` naming the shapes or values at fault
+(or a ``ValueError`` subclass that is also torch's error type, where torch raises another one).
+
+torch's rules followed here (checked against torch 2.13 on the CPU):
+
+* **one value per statistic**: ``batch_norm`` in training raises when N·L == 1;
+  ``instance_norm`` with input statistics when L == 1; ``group_norm`` (always) when
+  N·(C/G)·L == 1 -- one value per group with more than one group element overall, e.g.
+  (2, 4) with 4 groups, is allowed and gives y = β.
+* **eps**: ``batch_norm`` needs eps > 0 in training and eps ≥ 0 in evaluation.
+* **empty inputs** give empty outputs: ``batch_norm`` leaves the running statistics alone;
+  ``instance_norm`` with N = 0 and input statistics writes nan into them (the mean over no
+  samples), and raises ``IndexError`` when N = 0 and a weight or bias is given.
+* **dtypes**: weight, bias and running statistics (of ``batch_norm``, ``layer_norm``,
+  ``group_norm``; weight and bias of ``instance_norm``) share one dtype, the input's, or
+  float32 for a float16 input (``RuntimeError`` "mixed dtype" otherwise; ``batch_norm`` of an
+  empty input skips the check). ``rms_norm`` accepts any weight dtype.
+* **float16** inputs are normalized in float32 (torch's accumulation type) and rounded once.
+
+Running statistics are written by ``commit``, after everything else succeeded, all together
+or not at all (Principle 2).
 """
 from __future__ import annotations
 
@@ -28,6 +48,38 @@ def as_input(x, fn: str) -> Tensor:
 
 
 _ARRAYS = (Tensor, np.ndarray)
+
+
+class NormDtypeError(ValueError, RuntimeError):
+    """Mixed dtypes among a norm's input and parameters (torch raises RuntimeError)."""
+
+
+class NormIndexError(ValueError, IndexError):
+    """An input torch's norm kernels cannot index (torch raises IndexError)."""
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype a norm computes in: float32 for float16 (torch's accumulation type)."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def _check_dtypes(fn: str, x, params) -> None:
+    """``params`` ((name, array or None), ...) share one dtype: the input's, or float32 for a
+    float16 input (torch's CPU kernels); else ``NormDtypeError``."""
+    given = [(what, t) for what, t in params if t is not None]
+    if not given:
+        return
+    dts = {t.dtype for _, t in given}
+    if len(dts) == 1:
+        (d,) = dts
+        if d == x.dtype or (x.dtype == np.float16 and d == np.float32):
+            return
+    allowed = "float32 or float16" if x.dtype == np.float16 else str(x.dtype)
+    listed = ", ".join(f"{what} {t.dtype}" for what, t in given)
+    raise NormDtypeError(
+        f"{fn}: mixed dtype: input is {x.dtype} but {listed} (as in torch, they must all be "
+        f"{allowed}; cast them with .astype(...))"
+    )
 
 
 def _check_param(fn: str, what: str, t, expected: tuple, x_shape: tuple,
@@ -57,12 +109,16 @@ def _check_number(fn: str, what: str, value) -> None:
     raise ValueError(f"{fn}: {what} must be a finite number, got {value!r}")
 
 
-def _check_eps(fn: str, eps) -> None:
-    if type(eps) is float and 0.0 <= eps < math.inf:
+def _check_eps(fn: str, eps, positive: bool = False) -> None:
+    """eps ≥ 0 (> 0 with ``positive``: torch's ``batch_norm`` in training, whose message this
+    is)."""
+    if type(eps) is float and 0.0 < eps < math.inf:
         return
     _check_number(fn, "eps", eps)
+    if positive and eps <= 0:
+        raise ValueError(f"{fn} eps must be positive during training, but got {eps!r}")
     if eps < 0:
-        raise ValueError(f"{fn}: eps must be >= 0, got {eps!r}")
+        raise ValueError(f"{fn} eps must be non-negative, but got {eps!r}")
 
 
 def _check_running(fn: str, running_mean, running_var) -> None:
@@ -75,6 +131,18 @@ def _check_running(fn: str, running_mean, running_var) -> None:
         for what, t in (("running_mean", running_mean), ("running_var", running_var)):
             if t.dtype.kind != "f":
                 raise ValueError(f"{fn}: {what} must be floating point, got dtype {t.dtype}")
+        if stat_array(running_mean) is stat_array(running_var):
+            raise ValueError(f"{fn}: running_mean and running_var are the same array")
+
+
+def check_writable(fn: str, **arrays) -> None:
+    """Each array (Tensor, ndarray or None) can be written in place: checked before anything
+    is computed, so that a read-only running statistic cannot fail half-way through."""
+    for what, t in arrays.items():
+        a = stat_array(t)
+        if a is not None and not a.flags.writeable:
+            raise ValueError(f"{fn}: {what} is read-only (its array has writeable=False); "
+                             "running statistics are updated in place")
 
 
 def _check_momentum(fn: str, momentum) -> None:
@@ -93,10 +161,50 @@ def stat_array(t) -> np.ndarray | None:
     return t.data if isinstance(t, Tensor) else t
 
 
-def update_running(arr: np.ndarray, batch: np.ndarray, momentum: float) -> None:
-    """``arr ← (1 − momentum)·arr + momentum·batch`` in place (torch's formula)."""
-    np.multiply(arr, 1.0 - momentum, out=arr)
-    np.add(arr, batch * momentum, out=arr, casting="same_kind")
+def running_value(arr: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
+    """The new running statistic ``momentum·batch + (1 − momentum)·arr`` (torch's formula,
+    in float64 and rounded once to ``arr``'s dtype, as torch's CPU kernel); not written."""
+    new = momentum * np.asarray(batch, dtype=np.float64) + (1.0 - momentum) * \
+        arr.astype(np.float64)
+    return new.astype(arr.dtype)
+
+
+def instance_running(rm: np.ndarray, rv: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                     xshape: tuple, momentum: float):
+    """The new running statistics of ``instance_norm`` as ``commit`` pairs (None: unchanged)
+    from the per-instance ``mean`` and biased ``var`` ((N·C) values): the batch means of the
+    instance mean and unbiased variance. As torch: nan for N = 0 (a mean over no samples),
+    unchanged for L = 0 (nothing was normalized)."""
+    n, c = xshape[0], xshape[1]
+    spatial = _prod(xshape[2:])
+    if n == 0:
+        return ((rm, np.full(rm.shape, np.nan, rm.dtype)),
+                (rv, np.full(rv.shape, np.nan, rv.dtype)))
+    if spatial == 0:
+        return None
+    bm = mean.reshape(n, c).astype(np.float64).mean(axis=0)
+    bv = var.reshape(n, c).astype(np.float64).mean(axis=0) * (spatial / (spatial - 1))
+    return ((rm, running_value(rm, bm, momentum)), (rv, running_value(rv, bv, momentum)))
+
+
+def _write(dst: np.ndarray, src) -> None:
+    """``dst[...] = src`` (one place, so that tests can inject a failure between writes)."""
+    np.copyto(dst, src, casting="unsafe")
+
+
+def commit(*pairs) -> None:
+    """Write each ``(array, new value)`` in place: all of them, or (if a write fails or is
+    interrupted) none -- the arrays already written are restored before re-raising."""
+    done = []
+    try:
+        for dst, src in pairs:
+            old = dst.copy()
+            _write(dst, src)
+            done.append((dst, old))
+    except BaseException:
+        for dst, old in reversed(done):
+            np.copyto(dst, old)
+        raise
 
 
 def _fits(t, shape: tuple) -> bool:
@@ -109,7 +217,6 @@ def _check_channel_inputs(fn: str, x: Tensor, running_mean, running_var, weight,
     """Shared checks of BatchNorm and InstanceNorm: a non-empty input, per-channel (C,)
     running statistics and affine parameters, eps, and momentum when the statistics update.
     ``needs_running`` names the setting under which running statistics are required."""
-    _nonempty(fn, x)
     c = x.shape[1]
     cs = (c,)
     if not (_fits(running_mean, cs) and _fits(running_var, cs) and _fits(weight, cs)
@@ -121,15 +228,17 @@ def _check_channel_inputs(fn: str, x: Tensor, running_mean, running_var, weight,
     if not batch_stats and running_mean is None:
         raise ValueError(f"{fn}: running_mean and running_var are required when "
                          f"{needs_running}")
-    _check_eps(fn, eps)
     if batch_stats and running_mean is not None:
         _check_momentum(fn, momentum)
+        check_writable(fn, running_mean=running_mean, running_var=running_var)
     return c
 
 
-def _nonempty(fn: str, x: Tensor) -> None:
-    if x.size == 0:
-        raise ValueError(f"{fn}: input of shape {x.shape} is empty")
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def check_batch_norm(x: Tensor, running_mean, running_var, weight, bias, training: bool,
@@ -144,11 +253,15 @@ def check_batch_norm(x: Tensor, running_mean, running_var, weight, bias, trainin
     c = _check_channel_inputs(fn, x, running_mean, running_var, weight, bias, training,
                               momentum, eps, "training=False (evaluation normalizes with the "
                               "running statistics)")
-    m = x.size // c
-    if training and m <= 1:
+    m = x.shape[0] * _prod(x.shape[2:])
+    if training and m == 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {x.shape}"
         )
+    _check_eps(fn, eps, positive=training)
+    if x.size:  # torch returns an empty input before looking at dtypes
+        _check_dtypes(fn, x, (("weight", weight), ("bias", bias),
+                              ("running_mean", running_mean), ("running_var", running_var)))
     return c, m
 
 
@@ -162,8 +275,8 @@ def normalized_shape_tuple(fn: str, normalized_shape) -> tuple:
         except TypeError:
             raise ValueError(f"{fn}: normalized_shape must be an int or a tuple of ints, got "
                              f"{normalized_shape!r}") from None
-    if not ns or any(s <= 0 for s in ns):
-        raise ValueError(f"{fn}: normalized_shape must be non-empty with positive sizes, got "
+    if not ns or any(s < 0 for s in ns):
+        raise ValueError(f"{fn}: normalized_shape must be non-empty with sizes >= 0, got "
                          f"{normalized_shape!r}")
     return ns
 
@@ -178,11 +291,12 @@ def check_layer_norm(fn: str, x: Tensor, normalized_shape, weight, bias, eps) ->
             f"{fn}: given normalized_shape={ns}, expected input with shape (*, {star}), but got "
             f"input of shape {x.shape}"
         )
-    _nonempty(fn, x)
     _check_param(fn, "weight", weight, ns, x.shape, "normalized_shape")
     _check_param(fn, "bias", bias, ns, x.shape, "normalized_shape")
     if eps is not None:
         _check_eps(fn, eps)
+    if fn == "layer_norm":  # torch's rms_norm accepts a weight of any dtype
+        _check_dtypes(fn, x, (("weight", weight), ("bias", bias)))
     return ns
 
 
@@ -192,7 +306,6 @@ def check_group_norm(x: Tensor, num_groups, weight, bias, eps) -> tuple[int, int
     if x.ndim < 2:
         raise ValueError(f"{fn}: expected input of shape (N, C, *), got shape {x.shape} "
                          f"(ndim {x.ndim})")
-    _nonempty(fn, x)
     c = x.shape[1]
     if (isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral)
             or num_groups <= 0):
@@ -202,9 +315,15 @@ def check_group_norm(x: Tensor, num_groups, weight, bias, eps) -> tuple[int, int
             f"{fn}: num_groups={num_groups} does not divide the {c} channels of input of shape "
             f"{x.shape} (expected the number of channels to be divisible by num_groups)"
         )
+    if x.shape[0] * (c // num_groups) * _prod(x.shape[2:]) == 1:  # torch's check, verbatim
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size "
+            f"{[x.shape[0] * c // num_groups, int(num_groups), *x.shape[2:]]}"
+        )
     _check_param(fn, "weight", weight, (c,), x.shape)
     _check_param(fn, "bias", bias, (c,), x.shape)
     _check_eps(fn, eps)
+    _check_dtypes(fn, x, (("weight", weight), ("bias", bias)))
     return c, int(num_groups)
 
 
@@ -217,11 +336,19 @@ def check_instance_norm(x: Tensor, running_mean, running_var, weight, bias,
                          f"{x.shape} (ndim {x.ndim})")
     c = _check_channel_inputs(fn, x, running_mean, running_var, weight, bias,
                               use_input_stats, momentum, eps, "use_input_stats=False")
-    spatial = x.size // (x.shape[0] * c)
-    if use_input_stats and spatial <= 1:
+    _check_eps(fn, eps)
+    spatial = _prod(x.shape[2:])
+    if use_input_stats and spatial == 1:
         raise ValueError(
             f"Expected more than 1 spatial element when training, got input size {x.shape}"
         )
+    if x.shape[0] == 0 and (weight is not None or bias is not None):
+        raise NormIndexError(
+            f"{fn}: an empty batch (input of shape {x.shape}) with a weight or bias raises in "
+            "torch (IndexError: select(): index 0 out of range); leave out weight and bias, "
+            "or skip the call"
+        )
+    _check_dtypes(fn, x, (("weight", weight), ("bias", bias)))
     return c, spatial
 
 

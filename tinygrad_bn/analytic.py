@@ -43,7 +43,8 @@ import math
 import numpy as np
 
 from ._norms import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
-                     check_layer_norm, rms_eps, stat_array, update_running)
+                     check_layer_norm, commit, compute_dtype, instance_running, rms_eps,
+                     running_value, stat_array)
 from .core.ops import Primitive
 from .core.tensor import Tensor
 
@@ -148,27 +149,38 @@ def _view(a, shape: tuple):
     return a if a.shape == shape else a.reshape(shape)
 
 
+def _up(a):
+    """float16 → float32 (torch's accumulation type); other arrays (and None) unchanged."""
+    return a.astype(np.float32) if a is not None and a.dtype == np.float16 else a
+
+
 def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
-    """Fused forward on ndarrays; saves x̂ (a buffer it owns) and rstd."""
+    """Fused forward on ndarrays; saves x̂ (a buffer it owns) and rstd.
+
+    A float16 input is normalized in float32 and the output rounded once (as torch); an
+    empty input gives an empty output (its statistics are nan, no warning)."""
     vshape = plan.vshape
-    xv = _view(x, vshape)
+    out_dtype = x.dtype
+    xv = _up(_view(x, vshape))
+    w, b = _up(w), _up(b)
     n = plan.n
-    if stats is None:  # batch statistics, two passes
-        if plan.centred:
-            mean = np.add.reduce(xv, axis=plan.raxes, keepdims=True)
-            mean /= n
+    with np.errstate(invalid="ignore", divide="ignore"):  # only for empty inputs
+        if stats is None:  # batch statistics, two passes
+            if plan.centred:
+                mean = np.add.reduce(xv, axis=plan.raxes, keepdims=True)
+                mean /= n
+                xh = np.subtract(xv, mean)
+                var = _view(np.einsum(plan.sub_r, xh, xh), plan.kshape)
+            else:
+                mean = xh = None
+                var = _view(np.einsum(plan.sub_r, xv, xv), plan.kshape)
+            var /= n
+        else:  # constant (running) statistics
+            mean, var = stats
             xh = np.subtract(xv, mean)
-            var = _view(np.einsum(plan.sub_r, xh, xh), plan.kshape)
-        else:
-            mean = xh = None
-            var = _view(np.einsum(plan.sub_r, xv, xv), plan.kshape)
-        var /= n
-    else:  # constant (running) statistics
-        mean, var = stats
-        xh = np.subtract(xv, mean)
-    rstd = var + plan.eps
-    np.sqrt(rstd, out=rstd)
-    np.divide(1.0, rstd, out=rstd)
+        rstd = var + plan.eps
+        np.sqrt(rstd, out=rstd)
+        np.divide(1.0, rstd, out=rstd)
     if xh is None:
         xh = np.multiply(xv, rstd)
     else:
@@ -177,8 +189,10 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
         running(mean, var)
     if w is None and b is None:
         y = _view(xh, plan.xshape)
+        if y.dtype != out_dtype:
+            y = y.astype(out_dtype)
     else:
-        y = np.empty(plan.xshape, dtype=xh.dtype)
+        y = np.empty(plan.xshape, dtype=np.result_type(xh, *(p for p in (w, b) if p is not None)))
         yv = _view(y, vshape)
         if w is not None:
             np.multiply(xh, _view(w, plan.ashape), out=yv)
@@ -186,6 +200,8 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
             np.copyto(yv, xh)
         if b is not None:
             np.add(yv, _view(b, plan.ashape), out=yv)
+        if y.dtype != out_dtype:
+            y = y.astype(out_dtype)
     ctx.save_for_backward(xh, rstd)
     ctx.plan = plan
     ctx.stats = stats
@@ -197,12 +213,25 @@ def _backward(ctx, g):
     plan = ctx.plan
     need = ctx.needs_input_grad
     if ctx._graph_mode:
-        x, w, _ = ctx.inputs()
-        return backward_formula(x, w, g, plan, ctx.stats, need)
+        x, w, b = ctx.inputs()
+        return _graph_backward(x, w, b, g, plan, ctx.stats, need)
     xh, rstd = ctx.saved_tensors
-    w = ctx.inputs()[1]
-    batch = ctx.stats is None
-    gv = _view(g, plan.vshape)
+    x, w, b = ctx.inputs()
+    dx, dw, db = _raw_backward(plan, need, ctx.stats is None, xh, rstd, _up(w),
+                               _up(_view(g, plan.vshape)))
+    # float16 inputs were computed in float32: each gradient in its input's dtype
+    return (_cast(dx, x), _cast(dw, w), _cast(db, b))
+
+
+def _cast(grad, inp):
+    """``grad`` (ndarray or Tensor) in ``inp``'s dtype."""
+    if grad is None or inp is None or grad.dtype == inp.dtype:
+        return grad
+    return grad.astype(inp.dtype)
+
+
+def _raw_backward(plan: _Plan, need, batch: bool, xh, rstd, w, gv):
+    """The fused backward on ndarrays (``gv``: the output gradient viewed as ``vshape``)."""
     wa = None if w is None else _view(w, plan.ashape)
     factored = plan.gamma_const  # γ constant over S: keep it out of the sums
     h = gv if (factored or wa is None) else gv * wa  # dx̂ (up to a factored γ)
@@ -231,7 +260,7 @@ def _backward(ctx, g):
         dx = np.empty(plan.xshape, dtype=xh.dtype)
         dxv = _view(dx, plan.vshape)
         if batch:  # scale · (dx̂ − Σ_S dx̂ / n − x̂ · Σ_S(dx̂·x̂) / n)
-            k = 1.0 / plan.cdiv
+            k = 1.0 / plan.cdiv if plan.cdiv else 0.0  # n = 0: dx is empty
             np.multiply(xh, _view(shx * -k, plan.kshape), out=dxv)
             np.add(dxv, h, out=dxv)
             if sh is not None:
@@ -248,8 +277,9 @@ def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) 
     Recomputes x̂ and rstd from ``x`` so that, on Tensors, the result is differentiable again
     (``create_graph=True``); on ndarrays it is a plain (unfused) reference implementation.
     """
-    xv = x.reshape(plan.vshape)
-    gv = g.reshape(plan.vshape)
+    xv = _up(x.reshape(plan.vshape))
+    gv = _up(g.reshape(plan.vshape))
+    w = _up(w)
     r = plan.raxes
     if stats is None:
         xc = xv - xv.mean(axis=r, keepdims=True) if plan.centred else xv
@@ -263,7 +293,7 @@ def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) 
     dx = dw = db = None
     if need[0]:
         if stats is None:
-            k = 1.0 / plan.cdiv
+            k = 1.0 / plan.cdiv if plan.cdiv else 0.0  # n = 0: dx is empty
             t = h - xh * ((h * xh).sum(axis=r, keepdims=True) * k)
             if plan.centred:
                 t = t - h.sum(axis=r, keepdims=True) * k
@@ -275,6 +305,12 @@ def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) 
     if need[2]:
         db = gv.sum(axis=plan.paxes).reshape(plan.pshape)
     return dx, dw, db
+
+
+def _graph_backward(x, w, b, g, plan: _Plan, stats, need) -> tuple:
+    """``backward_formula`` on Tensors, each gradient cast to its input's dtype."""
+    dx, dw, db = backward_formula(x, w, g, plan, stats, need)
+    return (_cast(dx, x), _cast(dw, w), _cast(db, b))
 
 
 class _FusedNorm(Primitive):
@@ -343,8 +379,23 @@ class TutorialBoxedBatchNormOp(BatchNormOp):
 
 # ----------------------------------------------------------------------- public API
 def _const_stats(rm, rv, dtype, shape) -> tuple:
-    """Snapshot of running statistics, cast to the input's dtype and shaped to broadcast."""
+    """Snapshot of running statistics, cast to the dtype the input is normalized in (float32
+    for float16) and shaped to broadcast."""
+    dtype = compute_dtype(dtype)
     return (np.array(rm, dtype=dtype).reshape(shape), np.array(rv, dtype=dtype).reshape(shape))
+
+
+class _Pending:
+    """New running statistics computed inside the forward, written after the node exists."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self):
+        self.pairs = None
+
+    def commit(self) -> None:
+        if self.pairs:
+            commit(*self.pairs)
 
 
 def _named(y: Tensor) -> Tensor:
@@ -360,13 +411,16 @@ def _batch_norm(op, x, running_mean, running_var, weight, bias, training, moment
     rm, rv = stat_array(running_mean), stat_array(running_var)
     plan = _channel_plan(x.shape, float(eps), False, boxed)
     stats = running = None
+    pending = _Pending()
     if not training:
         stats = _const_stats(rm, rv, x.dtype, (c,) + (1,) * (len(plan.vshape) - 2))
-    elif rm is not None:
+    elif rm is not None and x.size:  # torch leaves them alone for an empty batch
         def running(mean, var):
-            update_running(rm, mean.reshape(c), momentum)
-            update_running(rv, var.reshape(c) * (m / (m - 1)), momentum)
-    return _named(op.apply(x, weight, bias, plan=plan, stats=stats, running=running))
+            pending.pairs = ((rm, running_value(rm, mean.reshape(c), momentum)),
+                             (rv, running_value(rv, var.reshape(c) * (m / (m - 1)), momentum)))
+    y = _named(op.apply(x, weight, bias, plan=plan, stats=stats, running=running))
+    pending.commit()  # last: a call that fails changes nothing
+    return y
 
 
 def batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
@@ -449,14 +503,13 @@ def instance_norm(x: Tensor, running_mean=None, running_var=None, weight=None, b
     rm, rv = stat_array(running_mean), stat_array(running_var)
     plan = _channel_plan(x.shape, float(eps), True)
     stats = running = None
+    pending = _Pending()
     if not use_input_stats:
         stats = _const_stats(rm, rv, x.dtype, (c, 1))
     elif rm is not None:
-        n = x.shape[0]
-
         def running(mean, var):
-            update_running(rm, mean.reshape(n, c).mean(axis=0), momentum)
-            update_running(rv, var.reshape(n, c).mean(axis=0) * (spatial / (spatial - 1)),
-                           momentum)
-    return _named(InstanceNormOp.apply(x, weight, bias, plan=plan, stats=stats,
-                                       running=running))
+            pending.pairs = instance_running(rm, rv, mean, var, x.shape, momentum)
+    y = _named(InstanceNormOp.apply(x, weight, bias, plan=plan, stats=stats,
+                                    running=running))
+    pending.commit()  # last: a call that fails changes nothing
+    return y

@@ -1,6 +1,9 @@
 """Optimizers (SGD, Adam, AdamW) and learning-rate schedulers, with torch's update rules.
 
-Parameters are updated in place on ``p.data`` (NumPy), outside the graph.
+Parameters are updated in place on ``p.data`` (NumPy), outside the graph. A step is a
+transaction (Principle 2): every gradient and parameter is checked and every new value is
+computed first; then the parameters are written and the new state swapped in, all together --
+if a write fails or is interrupted, what was already written is restored.
 """
 from __future__ import annotations
 
@@ -63,6 +66,51 @@ class Optimizer:
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _pending(self):
+        """``(group, p, grad)`` for each parameter with a gradient, all checked before any
+        update: the gradient has the parameter's shape, the parameter can be written."""
+        out = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if not isinstance(g, np.ndarray) or g.shape != p.data.shape:
+                    raise ValueError(
+                        f"{type(self).__name__}.step: the gradient of a parameter of shape "
+                        f"{p.shape} has shape {getattr(g, 'shape', type(g).__name__)}; "
+                        "nothing was updated"
+                    )
+                if not p.data.flags.writeable:
+                    raise ValueError(
+                        f"{type(self).__name__}.step: a parameter of shape {p.shape} is "
+                        "read-only (its array has writeable=False); nothing was updated"
+                    )
+                out.append((group, p, g))
+        return out
+
+    def _commit(self, updates) -> None:
+        """Write each ``(p, new data, new state or None)``: all of them or none."""
+        written, swapped = [], []
+        try:
+            for p, new, _ in updates:
+                old = p.data.copy()
+                _write(p.data, new)
+                written.append((p.data, old))
+            for p, _, st in updates:
+                if st is not None:
+                    swapped.append((id(p), self.state.get(id(p), _MISSING)))
+                    self.state[id(p)] = st
+        except BaseException:
+            for key, old in reversed(swapped):
+                if old is _MISSING:
+                    self.state.pop(key, None)
+                else:
+                    self.state[key] = old
+            for dst, old in reversed(written):
+                np.copyto(dst, old)
+            raise
+
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for i, g in enumerate(self.param_groups):
@@ -71,6 +119,14 @@ class Optimizer:
                 if k != "params":
                     lines.append(f"    {k}: {g[k]}")
         return "\n".join(lines) + "\n)"
+
+
+_MISSING = object()
+
+
+def _write(dst: np.ndarray, src) -> None:
+    """``dst[...] = src`` (one place, so that tests can inject a failure between writes)."""
+    np.copyto(dst, src, casting="same_kind")
 
 
 class SGD(Optimizer):
@@ -91,27 +147,27 @@ class SGD(Optimizer):
                                       maximize=maximize))
 
     def step(self) -> None:
-        for group in self.param_groups:
+        updates = []
+        for group, p, g in self._pending():
             lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
             wd, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                if maximize:
-                    g = -g
-                if wd:
-                    g = g + wd * p.data
-                if mom:
-                    st = self.state.setdefault(id(p), {})
-                    buf = st.get("momentum_buffer")
-                    if buf is None:
-                        buf = st["momentum_buffer"] = np.array(g, dtype=p.data.dtype)
-                    else:
-                        buf *= mom
-                        buf += (1 - damp) * g
-                    g = g + mom * buf if nesterov else buf
-                p.data -= lr * g
+            if maximize:
+                g = -g
+            if wd:
+                g = g + wd * p.data
+            st = None
+            if mom:
+                st = dict(self.state.get(id(p), {}))
+                buf = st.get("momentum_buffer")
+                if buf is None:
+                    buf = np.array(g, dtype=p.data.dtype)
+                else:
+                    buf = buf * mom
+                    buf += (1 - damp) * g
+                st["momentum_buffer"] = buf
+                g = g + mom * buf if nesterov else buf
+            updates.append((p, p.data - lr * g, st))
+        self._commit(updates)
 
 
 class Adam(Optimizer):
@@ -132,43 +188,38 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize))
 
     def step(self) -> None:
-        for group in self.param_groups:
+        updates = []
+        for group, p, g in self._pending():
             lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
             wd, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                if maximize:
-                    g = -g
-                st = self.state.get(id(p))
-                if st is None:
-                    st = self.state[id(p)] = {
-                        "step": 0,
-                        "exp_avg": np.zeros_like(p.data),
-                        "exp_avg_sq": np.zeros_like(p.data),
-                    }
-                    if amsgrad:
-                        st["max_exp_avg_sq"] = np.zeros_like(p.data)
-                if wd:
-                    if self._decoupled:
-                        p.data *= 1 - lr * wd
-                    else:
-                        g = g + wd * p.data
-                st["step"] += 1
-                t = st["step"]
-                m, v = st["exp_avg"], st["exp_avg_sq"]
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
-                bc1 = 1 - b1 ** t
-                bc2_sqrt = math.sqrt(1 - b2 ** t)
+            if maximize:
+                g = -g
+            old = self.state.get(id(p))
+            if old is None:
+                old = {"step": 0, "exp_avg": np.zeros_like(p.data),
+                       "exp_avg_sq": np.zeros_like(p.data)}
                 if amsgrad:
-                    np.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
-                    v = st["max_exp_avg_sq"]
-                denom = np.sqrt(v) / bc2_sqrt + eps
-                p.data -= (lr / bc1) * (m / denom)
+                    old["max_exp_avg_sq"] = np.zeros_like(p.data)
+            st = dict(old)  # new arrays below: the old state stays intact until the commit
+            new = p.data
+            if wd:
+                if self._decoupled:
+                    new = p.data * (1 - lr * wd)
+                else:
+                    g = g + wd * p.data
+            st["step"] = t = old["step"] + 1
+            m = old["exp_avg"] * b1
+            m += (1 - b1) * g
+            v = old["exp_avg_sq"] * b2
+            v += (1 - b2) * (g * g)
+            st["exp_avg"], st["exp_avg_sq"] = m, v
+            bc1 = 1 - b1 ** t
+            bc2_sqrt = math.sqrt(1 - b2 ** t)
+            if amsgrad:
+                v = st["max_exp_avg_sq"] = np.maximum(old["max_exp_avg_sq"], v)
+            denom = np.sqrt(v) / bc2_sqrt + eps
+            updates.append((p, new - (lr / bc1) * (m / denom), st))
+        self._commit(updates)
 
 
 class AdamW(Adam):

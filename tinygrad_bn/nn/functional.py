@@ -22,7 +22,8 @@ import numpy as np
 
 from ..core import ops
 from .._norms import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
-                      check_layer_norm, rms_eps, stat_array, update_running)
+                      check_layer_norm, commit, compute_dtype, instance_running, rms_eps,
+                      running_value, stat_array)
 from ..core.node import scope
 from ..core.tensor import Tensor
 from .losses import (binary_cross_entropy_with_logits, cross_entropy, log_softmax, mse_loss,
@@ -43,10 +44,14 @@ def _param_view(p, ndim: int):
     return p.reshape((p.shape[0],) + (1,) * (ndim - 2))
 
 
-def _affine(xhat: Tensor, weight, bias) -> Tensor:
-    """``y = γ·x̂ + β`` (either part optional); ``xhat`` is returned when neither is given."""
-    if weight is None and bias is None:
-        return xhat
+def _upcast(t, dtype):
+    """``t`` (Tensor, ndarray or None) in the computation dtype ``dtype`` (a Cast node)."""
+    return t if t is None or t.dtype == dtype else t.astype(dtype)
+
+
+def _affine(xhat: Tensor, weight, bias, out_dtype=None) -> Tensor:
+    """``y = γ·x̂ + β`` (either part optional), rounded to ``out_dtype`` (float16 inputs are
+    normalized in float32 and rounded once, as torch); ``xhat`` when there is nothing to do."""
     y = xhat
     if weight is not None:
         y = y * weight
@@ -54,7 +59,9 @@ def _affine(xhat: Tensor, weight, bias) -> Tensor:
             y.name = "γ·x̂"
     if bias is not None:
         y = y + bias
-    return y.named("y")
+    if out_dtype is not None and y.dtype != out_dtype:
+        y = y.astype(out_dtype)
+    return y if y is xhat else y.named("y")
 
 
 def _normalize(x: Tensor, axes: tuple, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -90,24 +97,34 @@ def batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
     ``running_mean`` / ``running_var`` (shape (C,)) are given, updates them in place with the
     unbiased variance σ²·m/(m-1). ``training=False`` normalizes with the running statistics.
     ``weight`` (γ) and ``bias`` (β) have shape (C,). Raises ValueError for a batch with one
-    value per channel in training, a wrong ndim, or statistics/parameters not of shape (C,).
+    value per channel in training, eps ≤ 0 in training, a wrong ndim, or statistics/parameters
+    not of shape (C,); mixed dtypes as torch. An empty batch gives an empty output and leaves
+    the running statistics alone; float16 is normalized in float32 (see ``tinygrad_bn._norms``).
     """
     x = as_input(x, "batch_norm")
     c, m = check_batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
                             eps)
     rm, rv = stat_array(running_mean), stat_array(running_var)
     nd = x.ndim
+    out = x.dtype
+    cd = compute_dtype(out)
+    new = None
     with scope("batch_norm", kind="norm"):
+        xc = _upcast(x, cd)
         if training:
             axes = (0,) + tuple(range(2, nd))
-            xhat, mu, var = _normalize(x, axes, eps)
-            if rm is not None:
-                update_running(rm, mu.data.reshape(c), momentum)
-                update_running(rv, var.data.reshape(c) * (m / (m - 1)), momentum)
+            xhat, mu, var = _normalize(xc, axes, eps)
+            if rm is not None and x.size:  # torch leaves them alone for an empty batch
+                new = ((rm, running_value(rm, mu.data.reshape(c), momentum)),
+                       (rv, running_value(rv, var.data.reshape(c) * (m / (m - 1)), momentum)))
         else:
             shape = (c,) + (1,) * (nd - 2)
-            xhat = _normalize_with(x, rm.reshape(shape), rv.reshape(shape), eps)
-        return _affine(xhat, _param_view(weight, nd), _param_view(bias, nd))
+            xhat = _normalize_with(xc, rm.reshape(shape), rv.reshape(shape), eps)
+        y = _affine(xhat, _param_view(_upcast(weight, cd), nd),
+                    _param_view(_upcast(bias, cd), nd), out)
+    if new is not None:  # last: a call that fails changes nothing
+        commit(*new)
+    return y
 
 
 def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None,
@@ -120,27 +137,35 @@ def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None,
     """
     x = as_input(x, "layer_norm")
     ns = check_layer_norm("layer_norm", x, normalized_shape, weight, bias, eps)
+    cd = compute_dtype(x.dtype)
     with scope("layer_norm", kind="norm"):
         axes = tuple(range(x.ndim - len(ns), x.ndim))
-        xhat, _, _ = _normalize(x, axes, eps)
-        return _affine(xhat, weight, bias)
+        xhat, _, _ = _normalize(_upcast(x, cd), axes, eps)
+        return _affine(xhat, _upcast(weight, cd), _upcast(bias, cd), x.dtype)
 
 
 def rms_norm(x: Tensor, normalized_shape, weight=None, eps: float | None = None) -> Tensor:
     """RMS normalization over the trailing ``normalized_shape``, composed (no centring).
 
     r = √(mean_S(x²) + ε), x̂ = x / r, y = γ·x̂; ``eps=None`` means the machine epsilon of
-    the input's dtype (torch's default). γ has shape ``normalized_shape``.
+    the input's dtype (torch's default). γ has shape ``normalized_shape`` and may have another
+    dtype (as torch: the output keeps the input's dtype).
     """
     x = as_input(x, "rms_norm")
     ns = check_layer_norm("rms_norm", x, normalized_shape, weight, None, eps)
     eps = rms_eps(eps, x.dtype)
+    cd = compute_dtype(x.dtype)
     with scope("rms_norm", kind="norm"):
+        xc = _upcast(x, cd)
         axes = tuple(range(x.ndim - len(ns), x.ndim))
-        ms = (x ** 2).mean(axis=axes, keepdims=True).named("mean(x²)")
+        ms = (xc ** 2).mean(axis=axes, keepdims=True).named("mean(x²)")
         r = (ms + eps).sqrt().named("rms")
-        xhat = (x / r).named("x̂")
-        return _affine(xhat, weight, None)
+        xhat = (xc / r).named("x̂")
+        if weight is not None and weight.dtype not in (x.dtype, cd):
+            xhat = xhat.astype(x.dtype)  # torch's mixed-dtype path: x̂ in x's dtype, then γ·x̂
+        else:
+            weight = _upcast(weight, cd)
+        return _affine(xhat, weight, None, x.dtype)
 
 
 def group_norm(x: Tensor, num_groups: int, weight=None, bias=None,
@@ -149,17 +174,21 @@ def group_norm(x: Tensor, num_groups: int, weight=None, bias=None,
 
     x is viewed as (N, G, C/G·L); over the last axis μ, σ² (biased), x̂ = (x - μ)/√(σ² + ε);
     then x̂ takes x's shape and y = γ·x̂ + β with γ, β of shape (C,). Raises ValueError when
-    ``num_groups`` does not divide C.
+    ``num_groups`` does not divide C. A group of one value (e.g. (2, 4) with 4 groups) gives
+    x̂ = 0, y = β, as torch.
     """
     x = as_input(x, "group_norm")
-    _, g = check_group_norm(x, num_groups, weight, bias, eps)
+    c, g = check_group_norm(x, num_groups, weight, bias, eps)
     nd = x.ndim
+    cd = compute_dtype(x.dtype)
     with scope("group_norm", kind="norm"):
-        xg = x.reshape(x.shape[0], g, -1)
+        n = x.shape[0]
+        xg = _upcast(x, cd).reshape(n, g, (c // g) * int(np.prod(x.shape[2:], dtype=np.int64)))
         xhat_g, _, _ = _normalize(xg, (2,), eps)
         xhat_g.name = "x̂ (per group)"
         xhat = xhat_g.reshape(x.shape).named("x̂")
-        return _affine(xhat, _param_view(weight, nd), _param_view(bias, nd))
+        return _affine(xhat, _param_view(_upcast(weight, cd), nd),
+                       _param_view(_upcast(bias, cd), nd), x.dtype)
 
 
 def instance_norm(x: Tensor, running_mean=None, running_var=None, weight=None, bias=None,
@@ -170,7 +199,8 @@ def instance_norm(x: Tensor, running_mean=None, running_var=None, weight=None, b
     Over the L (or H·W) positions of each (n, c): μ, σ² (biased), x̂ = (x - μ)/√(σ² + ε),
     y = γ·x̂ + β (γ, β of shape (C,)). With ``use_input_stats`` and running statistics given,
     they are updated as torch does, with the batch averages of the per-instance statistics:
-    ``running_var ← (1 - momentum)·running_var + momentum·mean_n(σ²_{n,c}·L/(L-1))``.
+    ``running_var ← (1 - momentum)·running_var + momentum·mean_n(σ²_{n,c}·L/(L-1))``
+    (nan for an empty batch, as torch; unchanged when L = 0).
     ``use_input_stats=False`` normalizes with the running statistics instead.
     """
     x = as_input(x, "instance_norm")
@@ -178,18 +208,22 @@ def instance_norm(x: Tensor, running_mean=None, running_var=None, weight=None, b
                                      use_input_stats, momentum, eps)
     rm, rv = stat_array(running_mean), stat_array(running_var)
     nd = x.ndim
+    cd = compute_dtype(x.dtype)
+    new = None
     with scope("instance_norm", kind="norm"):
+        xc = _upcast(x, cd)
         if use_input_stats:
-            xhat, mu, var = _normalize(x, tuple(range(2, nd)), eps)
+            xhat, mu, var = _normalize(xc, tuple(range(2, nd)), eps)
             if rm is not None:
-                n = x.shape[0]
-                update_running(rm, mu.data.reshape(n, c).mean(axis=0), momentum)
-                unbiased = var.data.reshape(n, c) * (spatial / (spatial - 1))
-                update_running(rv, unbiased.mean(axis=0), momentum)
+                new = instance_running(rm, rv, mu.data, var.data, x.shape, momentum)
         else:
             shape = (c,) + (1,) * (nd - 2)
-            xhat = _normalize_with(x, rm.reshape(shape), rv.reshape(shape), eps)
-        return _affine(xhat, _param_view(weight, nd), _param_view(bias, nd))
+            xhat = _normalize_with(xc, rm.reshape(shape), rv.reshape(shape), eps)
+        y = _affine(xhat, _param_view(_upcast(weight, cd), nd),
+                    _param_view(_upcast(bias, cd), nd), x.dtype)
+    if new:
+        commit(*new)
+    return y
 
 
 # --------------------------------------------------------------------- thin wrappers

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from .._norms import check_writable, commit
 from ..core.tensor import Tensor
 from . import functional as F
 from .module import Module, Parameter
@@ -98,6 +99,29 @@ class _NormBase(_Norm):
             self.register_buffer("num_batches_tracked", None)
         self.analytic = analytic
 
+    def _call_updating(self, x: Tensor, batch_stats: bool, factor, count: bool) -> Tensor:
+        """Call the norm; running statistics (and ``num_batches_tracked`` when ``count``) are
+        updated together after the call succeeded, or not at all (Principle 2): the norm
+        updates copies, which are written back in one ``commit``."""
+        rm, rv = self.running_mean, self.running_var
+        name = type(self).__name__
+        updates = batch_stats and rm is not None
+        pairs = []
+        if updates:
+            check_writable(name, running_mean=rm, running_var=rv)
+            new_rm, new_rv = rm.data.copy(), rv.data.copy()
+            pairs = [(rm.data, new_rm), (rv.data, new_rv)]
+        else:
+            new_rm, new_rv = rm, rv
+        if count:
+            nbt = self.num_batches_tracked
+            check_writable(name, num_batches_tracked=nbt)
+            pairs.append((nbt.data, nbt.data + 1))
+        y = self._norm(x, new_rm, new_rv, self.weight, self.bias, batch_stats, factor,
+                       self.eps)
+        commit(*pairs)
+        return y
+
     def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, ``num_batches_tracked`` 0."""
         if self.track_running_stats:
@@ -136,13 +160,10 @@ class _BatchNorm(_NormBase):
             factor = 0.0
         use_batch_stats = self.training or (self.running_mean is None
                                             and self.running_var is None)
-        pass_stats = not self.training or self.track_running_stats
-        y = self._norm(x, self.running_mean if pass_stats else None,
-                       self.running_var if pass_stats else None, self.weight, self.bias,
-                       use_batch_stats, factor, self.eps)
-        if count:  # only after the update succeeded: a failed call leaves the count alone
-            nbt.data += 1
-        return y
+        if self.training and not self.track_running_stats:
+            return self._norm(x, None, None, self.weight, self.bias, use_batch_stats, factor,
+                              self.eps)
+        return self._call_updating(x, use_batch_stats, factor, count)
 
 
 class BatchNorm1d(_BatchNorm):
@@ -206,9 +227,8 @@ class _InstanceNorm(_NormBase):
         return self._apply(x)
 
     def _apply(self, x: Tensor) -> Tensor:
-        return self._norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                          self.training or not self.track_running_stats,
-                          self.momentum if self.momentum is not None else 0.0, self.eps)
+        return self._call_updating(x, self.training or not self.track_running_stats,
+                                   self.momentum if self.momentum is not None else 0.0, False)
 
 
 class InstanceNorm1d(_InstanceNorm):
