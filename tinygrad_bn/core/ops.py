@@ -250,11 +250,13 @@ class Pow(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
-        if isinstance(b, np.ndarray) and b.dtype.kind in "iu" and a.dtype.kind in "iu" \
-                and (b < 0).any():
-            out = _int_pow(a, b)
+        if isinstance(b, np.ndarray) and b.dtype.kind in "iu" \
+                and np.asarray(a).dtype.kind in "biu" and (b < 0).any():
+            out = _int_pow(a if isinstance(a, np.ndarray) else np.asarray(a, b.dtype), b)
         else:
             out = a ** b
+            if type(b) is bool and a.dtype == np.bool_:  # bool ** bool stays bool (torch)
+                out = out.astype(np.bool_)
         if not isinstance(b, (int, float)):
             ctx._out = out  # only a tensor exponent's gradient reads the output
         return out
@@ -391,6 +393,8 @@ class ReLU(Primitive):
 
     @staticmethod
     def forward(ctx, a):
+        if a.dtype == np.bool_:
+            raise RuntimeError("Boolean inputs not supported for relu")
         return np.maximum(a, 0)
 
     @staticmethod
@@ -538,13 +542,18 @@ class Var(Primitive):
     """Variance over ``axis`` in two passes: ``Σ (a - mean)² / (n - correction)``.
 
     d/da = 2 (a - mean) / (n - correction). Accumulated in float64 (float32 for float16),
-    as torch does on the CPU: constant values give exactly 0.
+    as torch does on the CPU; constant values give exactly 0 (as torch's Welford update).
     """
 
     save_inputs = (0,)
 
     @staticmethod
     def forward(ctx, a, axis, correction, keepdims=False):
+        return Var._variance(ctx, a, axis, correction, keepdims).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def _variance(ctx, a, axis, correction, keepdims):
+        """The variance in the accumulation dtype (not yet rounded to ``a``'s dtype)."""
         ctx.axes = axis
         ctx.keepdims = keepdims
         ctx.in_shape = a.shape
@@ -554,8 +563,11 @@ class Var(Primitive):
         with np.errstate(invalid="ignore", divide="ignore"):
             m = np.add.reduce(a, axis=axis, keepdims=True, dtype=acc) / n
             d = a - m
+            if a.size:  # a rounded mean leaves d != 0 where every value is the same
+                d = np.where(a.max(axis=axis, keepdims=True) == a.min(axis=axis, keepdims=True),
+                             0, d)
             s = np.add.reduce(d * d, axis=axis, keepdims=keepdims) / max(0, n - correction)
-        return np.asarray(s).astype(a.dtype, copy=False)
+        return np.asarray(s)
 
     @staticmethod
     def _dvar(ctx, gv):
@@ -586,7 +598,9 @@ class Std(Primitive):
 
     @staticmethod
     def forward(ctx, a, axis, correction, keepdims=False):
-        return np.sqrt(Var.forward(ctx, a, axis, correction, keepdims))
+        # the square root in the accumulation dtype: a tiny float32 variance would underflow
+        return np.sqrt(Var._variance(ctx, a, axis, correction, keepdims)).astype(
+            a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):

@@ -293,7 +293,7 @@ def _promote_operands(fn, ad, bd) -> tuple:
     b_bool = isinstance(bd, (bool, np.bool_)) or getattr(bd, "dtype", None) == np.bool_
     if fn is ops.Sub and (a_bool or b_bool):
         raise RuntimeError(_BOOL_SUB)
-    if fn is ops.Pow and a_bool and b_bool:
+    if fn is ops.Pow and a_bool and b_bool and isinstance(bd, np.ndarray):
         raise NotImplementedError("pow is not implemented for bool Tensors")
     rt = result_type(ad, bd)
     if fn is ops.Div and rt.kind in "biu":
@@ -425,7 +425,10 @@ class Tensor:
         if dtype is not None:
             dtype = np.dtype(dtype)
         if isinstance(data, (np.ndarray, np.generic)):
-            arr = np.array(data, dtype=dtype, copy=True)
+            # keeps a C or Fortran layout (as torch.tensor); a broadcast (zero-stride) view
+            # becomes C-contiguous
+            order = "C" if 0 in np.shape(data) or 0 in getattr(data, "strides", ()) else "K"
+            arr = np.array(data, dtype=dtype, copy=True, order=order)
         else:
             arr = np.array(data, dtype=dtype)
             if dtype is None and arr.dtype.kind in "iuf":
