@@ -158,6 +158,8 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                     g.flags.writeable = False
             if node._retained is not None and retaining:
                 _retain(node, g)
+            # a primitive's gradients have its inputs' dtypes unless it mixed dtypes
+            cast = node._mixed or not node._raw
             if raw_mode and node._raw:
                 results = node.backward(node, g)
                 if len(results) == 2 and results[0] is results[1] and results[0] is not None:
@@ -168,6 +170,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                 results = _call_backward(node, g, graph_mode)
         else:
             results = (None,) * len(parents)
+            cast = False
         for p, gp in zip(parents, results):
             if p is None:
                 continue
@@ -178,10 +181,13 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                             gp = unbroadcast(gp, p.data.shape)
                         except RuntimeError:
                             raise _shape_error(node, gp.shape, p.data.shape) from None
-                    dt = p.data.dtype
-                    if gp.dtype is not dt and gp.dtype != dt:
-                        gp = gp.astype(dt)
-                    _deliver_leaf(p, gp, wanted, captured)
+                    if cast and gp.dtype != p.data.dtype:
+                        gp = gp.astype(p.data.dtype)
+                    if wanted is None:  # (_deliver_leaf, spelled out for backward())
+                        prev = captured.get(p)
+                        captured[p] = gp if prev is None else _sum_into(prev, gp)
+                    else:
+                        _deliver_leaf(p, gp, wanted, captured)
                 continue
             if gp is not None:
                 if gp.shape != p.shape:
@@ -189,9 +195,8 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                         gp = unbroadcast(gp, p.shape)
                     except RuntimeError:
                         raise _shape_error(node, gp.shape, p.shape) from None
-                dt = p.dtype
-                if gp.dtype is not dt and gp.dtype != dt:
-                    gp = gp.astype(dt)
+                if cast and gp.dtype != p.dtype:
+                    gp = gp.astype(p.dtype)
                 prev = grads.get(p)
                 grads[p] = gp if prev is None else _sum_into(prev, gp)
             left = deps[p] - 1
@@ -273,7 +278,7 @@ def _sum_into(prev, g):
     """``prev + g``, in place when ``prev`` is an array only the engine's slot holds (owned,
     writeable, same shape and dtype); Tensors (graph mode) are added out of place."""
     if type(prev) is np.ndarray and prev.base is None and prev.shape == g.shape \
-            and prev.dtype == g.dtype and prev.flags.writeable:
+            and prev.dtype is g.dtype and prev.flags.writeable:
         prev += g
         return prev
     return prev + g
@@ -283,7 +288,7 @@ def _accumulate_grad(leaf: Tensor, g) -> None:
     cur = leaf.grad
     if cur is None:
         if type(g) is np.ndarray and g.base is None and g.flags.writeable \
-                and g.dtype == leaf.data.dtype:
+                and g.dtype is leaf.data.dtype:
             leaf.grad = g  # a fresh array nobody else holds
         else:
             leaf.grad = np.array(g, dtype=leaf.data.dtype)

@@ -148,7 +148,10 @@ def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
                              f"has shape {ref.shape}, tensor {i} has shape {t.shape}")
     rt = result_type(*[t.data for t in ts])
     datas = [t.data if t.dtype == rt else t.data.astype(rt) for t in ts]
-    return apply_op(ops.Cat, tuple(ts), {"axis": ax}, datas)
+    out = apply_op(ops.Cat, tuple(ts), {"axis": ax}, datas)
+    if out._ctx is not None and any(t.dtype != rt for t in ts):
+        out._ctx._mixed = True  # backward casts each gradient to its input's dtype
+    return out
 
 
 def stack(tensors, dim: int = 0, *, axis=None) -> Tensor:

@@ -153,9 +153,10 @@ def freed_error(node) -> RuntimeError:
 
 
 # -- in-place changes (torch's version counter) ------------------------------------------
-# Every recorded node and every in-place change takes a tick of one clock. A node's saved
-# Tensor is stale when it changed after the node was made; `Changes.last` (the latest change
-# anywhere) lets the common case — nothing changed since — cost one comparison.
+# Every in-place change takes a tick of one clock; a node that saves inputs notes the latest
+# tick when it is made (`Changes.last`). A saved Tensor whose last change has a later tick is
+# stale, and when no change happened since the node was made (the common case) that costs
+# one comparison.
 tick = itertools.count(1).__next__
 
 
@@ -228,6 +229,7 @@ class Function:
     _out: Any = None
     _seq = 0  # the clock's tick when the node was recorded (see check_saved)
     _out_dirty = False  # the output Tensor was modified in place after the node saved it
+    _mixed = False  # inputs of another dtype than the output: backward casts the gradients
     _retained = None  # weakref to an output Tensor that asked for retain_grad()
     _hooks = None  # register_hook() functions of the output Tensor (a list)
     _graph_mode = False  # True while backward builds a differentiable graph

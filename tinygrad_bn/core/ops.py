@@ -77,10 +77,11 @@ class Primitive(Function):
             check_saved(self, v)
         if self._graph_mode:
             return v
+        T = _tensor.Tensor
         if len(v) == 2:
             a, b = v
-            return (a if isinstance(a, _RAW) else a.data, b if isinstance(b, _RAW) else b.data)
-        return tuple([x if isinstance(x, _RAW) else x.data for x in v])
+            return (a.data if isinstance(a, T) else a, b.data if isinstance(b, T) else b)
+        return tuple([x.data if isinstance(x, T) else x for x in v])
 
     def output(self):
         """The op's own output: an ndarray in raw mode, a Tensor of this node in graph mode.
@@ -250,6 +251,8 @@ class Pow(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
+        if type(b) is float or type(b) is int:  # a number exponent: the common case
+            return a ** b
         if isinstance(b, np.ndarray) and b.dtype.kind in "iu" \
                 and np.asarray(a).dtype.kind in "biu" and (b < 0).any():
             out = _int_pow(a if isinstance(a, np.ndarray) else np.asarray(a, b.dtype), b)
@@ -577,7 +580,7 @@ class Var(Primitive):
             gv = gv.reshape(_keepdims_shape(ctx.in_shape, ctx.axes))
         d = a - a.mean(axis=ctx.axes, keepdims=True)
         with np.errstate(divide="ignore"):
-            scale = np.divide(2.0, ctx.n - ctx.correction)
+            scale = float(np.divide(2.0, ctx.n - ctx.correction))
         return gv * d * scale
 
     @staticmethod

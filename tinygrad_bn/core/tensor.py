@@ -38,7 +38,15 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
     # loop or comprehension would cost more than the rest of the routine.
     edges = None
     n = len(args)
-    if n == 2:
+    if n == 1:
+        a = args[0]
+        if isinstance(a, Tensor):
+            if datas is None:
+                datas = (a.data,)
+            if a.requires_grad and _grad_mode.enabled:
+                edges = (a._ctx or a,)
+                needs = _NEED1
+    elif n == 2:
         a, b = args
         ea = (a._ctx or a) if isinstance(a, Tensor) and a.requires_grad else None
         eb = (b._ctx or b) if isinstance(b, Tensor) and b.requires_grad else None
@@ -48,14 +56,17 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
         if (ea is not None or eb is not None) and _grad_mode.enabled:
             edges = (ea, eb)
             needs = _NEEDS2[ea is None][eb is None]
-    elif n == 1:
-        a = args[0]
-        if isinstance(a, Tensor):
-            if datas is None:
-                datas = (a.data,)
-            if a.requires_grad and _grad_mode.enabled:
-                edges = (a._ctx or a,)
-                needs = _NEED1
+    elif n == 3:  # Linear (x, W, b), the fused norms (x, γ, β)
+        a, b, c = args
+        ea = (a._ctx or a) if isinstance(a, Tensor) and a.requires_grad else None
+        eb = (b._ctx or b) if isinstance(b, Tensor) and b.requires_grad else None
+        ec = (c._ctx or c) if isinstance(c, Tensor) and c.requires_grad else None
+        if datas is None:
+            datas = (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor)
+                     else b, c.data if isinstance(c, Tensor) else c)
+        if (ea is not None or eb is not None or ec is not None) and _grad_mode.enabled:
+            edges = (ea, eb, ec)
+            needs = (ea is not None, eb is not None, ec is not None)
     else:
         es = []
         ns = []
@@ -95,14 +106,14 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
                     else:
                         saved = tuple([x if k else None for x, k in zip(saved, keep)])
             ctx._inputs = saved
-            ctx._seq = tick()  # saved Tensors changed in place after this tick are stale
+            ctx._seq = Changes.last  # saved Tensors changed in place after this are stale
         if fn.save_output:
             ctx._out = out
     else:
         ctx = fn()
         if edges is not None:  # known before forward, as in torch
             ctx.needs_input_grad = needs
-            ctx._seq = tick()
+            ctx._seq = Changes.last
         prev = _grad_mode.enabled
         _grad_mode.enabled = False
         try:
@@ -264,18 +275,22 @@ def _binary(fn, a, b) -> "Tensor":
         rb = False
     # one side is a Tensor, so at least one of ad, bd is an ndarray; two float arrays of one
     # dtype, or a float array and a Python number, need nothing (a weak scalar keeps the dtype)
+    mixed = False
     if type(bd) is _ndarray:
         dt = bd.dtype
         if type(ad) is _ndarray:
             if ad.dtype is not dt or (dt is not _F32 and dt is not _F64):
-                ad, bd = _promote_operands(fn, ad, bd)
+                ad, bd, mixed = _promote_operands(fn, ad, bd)
         elif (dt is not _F32 and dt is not _F64) or type(ad) is bool:
-            ad, bd = _promote_operands(fn, ad, bd)
+            ad, bd, mixed = _promote_operands(fn, ad, bd)
     elif ((dt := ad.dtype) is not _F32 and dt is not _F64) or type(bd) is bool:
-        ad, bd = _promote_operands(fn, ad, bd)
+        ad, bd, mixed = _promote_operands(fn, ad, bd)
     try:
         if (ra or rb) and _grad_mode.enabled:
-            return apply_op(fn, (a, b), _EMPTY, (ad, bd))
+            t = apply_op(fn, (a, b), _EMPTY, (ad, bd))
+            if mixed:
+                t._ctx._mixed = True  # backward casts each gradient to its input's dtype
+            return t
         # nothing to record: the one shortcut past apply_op (see benchmarks/README.md)
         return _wrap(fn.forward(NO_CTX, ad, bd), None)
     except ValueError:
@@ -298,7 +313,8 @@ def _promote_operands(fn, ad, bd) -> tuple:
     rt = result_type(ad, bd)
     if fn is ops.Div and rt.kind in "biu":
         rt = _DEFAULT_FLOAT
-    return _cast(ad, rt), _cast(bd, rt)
+    mixed = getattr(ad, "dtype", rt) != rt or getattr(bd, "dtype", rt) != rt
+    return _cast(ad, rt), _cast(bd, rt), mixed
 
 
 def _float_input(t: "Tensor") -> "Tensor":
@@ -1334,4 +1350,7 @@ def where(cond, a, b) -> Tensor:
     rt = result_type(ad, bd)
     ad = _cast(ad, rt) if isinstance(ad, _ndarray) else np.asarray(ad, dtype=rt)
     bd = _cast(bd, rt) if isinstance(bd, _ndarray) else np.asarray(bd, dtype=rt)
-    return apply_op(ops.Where, (a, b), {"cond": c}, (ad, bd))
+    t = apply_op(ops.Where, (a, b), {"cond": c}, (ad, bd))
+    if t._ctx is not None and any(isinstance(v, Tensor) and v.dtype != rt for v in (a, b)):
+        t._ctx._mixed = True
+    return t
