@@ -204,13 +204,18 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             if left == 0:
                 push(p)
         g = results = gp = prev = None  # drop this step's arrays before the next node runs
-        if not retain_graph:
+        if not retain_graph:  # free what the node kept (and only that)
             node.parents = None
-            node._saved = FREED
-            node._inputs = FREED
-            node._out = FREED
+            d = node.__dict__
+            if "_inputs" in d:
+                d["_inputs"] = FREED
+            if "_out" in d:
+                d["_out"] = FREED
+            if "_saved" in d or not node._raw:
+                d["_saved"] = FREED
     if hooked:
-        for leaf in [k for k in captured if isinstance(k, Tensor) and k._hooks]:
+        for leaf in [k for k in captured if isinstance(k, Tensor)
+                     and getattr(k, "_hooks", None)]:
             captured[leaf] = _run_hooks(leaf._hooks, captured[leaf], graph_mode,
                                         leaf.data.shape)
     if wanted is None:  # backward(): each leaf's gradients were summed first, add them now

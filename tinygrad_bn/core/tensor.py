@@ -25,14 +25,13 @@ _EMPTY: dict = {}
 
 # ----------------------------------------------------------------------- the one routine
 def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
-    """Apply op ``fn`` (a Function class) to ``args``; the only place a node is created.
+    """Apply op ``fn`` (a Function class) to ``args``, recording a node when an input needs it.
 
     Primitives (``fn._raw``) compute on ndarrays (``datas``, the arrays behind ``args``
     unless the caller already converted them); other Functions receive the arguments as
     given, with recording off. When grad mode is on and a Tensor argument requires grad,
-    the node is recorded: ``parents`` (one edge per argument: the input's node, the leaf
-    Tensor itself, or None), ``needs_input_grad``, the saved inputs with their versions,
-    the saved output, and the output's shape, dtype, scope (and trace statistics).
+    ``_record`` makes the node. Operators and methods with one or two inputs call
+    ``_record`` directly (``_unary``, ``_binary``) once they know the edges.
     """
     # Edges and arrays, spelled out for one and two inputs: this runs for every op, and a
     # loop or comprehension would cost more than the rest of the routine.
@@ -92,6 +91,40 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
     if fn._raw:
         if edges is None:
             return _wrap(fn.forward(NO_CTX, *datas, **params), None)
+        return _record(fn, args, params, datas, edges, needs)
+    ctx = fn()
+    if edges is not None:  # known before forward, as in torch
+        ctx.needs_input_grad = needs
+        ctx._seq = Changes.last
+    prev = _grad_mode.enabled
+    _grad_mode.enabled = False
+    try:
+        out = fn.forward(ctx, *args, **params)
+    finally:
+        _grad_mode.enabled = prev
+    if isinstance(out, Tensor):
+        out = out.data
+    elif isinstance(out, (tuple, list)):
+        raise TypeError(
+            f"{fn.__name__}.forward returned a {type(out).__name__}; a Function has "
+            "exactly one output (a Tensor or an ndarray)"
+        )
+    if edges is None:
+        return _wrap(out, None)
+    return _record(fn, args, params, datas, edges, needs, ctx, out)
+
+
+def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tensor":
+    """Make one node — the only place a node is created — and its output Tensor.
+
+    For a primitive (``ctx`` None) run ``forward`` on ``datas`` and keep what it declares:
+    the inputs in ``save_inputs`` (those whose gradient is wanted, per ``save_for``) with the
+    clock's tick (a later in-place change makes them stale), and the output if
+    ``save_output``. A user ``Function`` arrives with its ``ctx`` and ``out`` (it saved what
+    it wanted itself). Then the node gets its edges, and the output its shape, dtype, scope
+    and trace statistics.
+    """
+    if ctx is None:
         ctx = fn()
         ctx.needs_input_grad = needs
         out = fn.forward(ctx, *datas, **params) if params else fn.forward(ctx, *datas)
@@ -109,26 +142,6 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
             ctx._seq = Changes.last  # saved Tensors changed in place after this are stale
         if fn.save_output:
             ctx._out = out
-    else:
-        ctx = fn()
-        if edges is not None:  # known before forward, as in torch
-            ctx.needs_input_grad = needs
-            ctx._seq = Changes.last
-        prev = _grad_mode.enabled
-        _grad_mode.enabled = False
-        try:
-            out = fn.forward(ctx, *args, **params)
-        finally:
-            _grad_mode.enabled = prev
-        if isinstance(out, Tensor):
-            out = out.data
-        elif isinstance(out, (tuple, list)):
-            raise TypeError(
-                f"{fn.__name__}.forward returned a {type(out).__name__}; a Function has "
-                "exactly one output (a Tensor or an ndarray)"
-            )
-        if edges is None:
-            return _wrap(out, None)
     ctx.parents = edges
     if type(out) is not _ndarray:
         out = np.asarray(out)
@@ -137,7 +150,6 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
     t.grad = None
     t._ctx = ctx
     t._name = None
-    t._hooks = None
     t.requires_grad = True
     ctx.shape = out.shape
     ctx.dtype = out.dtype
@@ -149,8 +161,16 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
     return t
 
 
+def _unary(fn, x: "Tensor", params: dict = _EMPTY) -> "Tensor":
+    """A one-input primitive on Tensor ``x``: ``_record`` when it needs a node, else the
+    bare forward (the routine ``apply_op`` would decide the same, a little slower)."""
+    if x.requires_grad and _grad_mode.enabled:
+        return _record(fn, (x,), params, (x.data,), (x._ctx or x,), _NEED1)
+    return _wrap(fn.forward(NO_CTX, x.data, **params), None)
+
+
 _NEED1 = (True,)
-_NEEDS2 = (((True, True), (True, False)), ((False, True), (False, False)))  # [a None][b None]
+_NEEDS2 = (((True, True), (True, False)), ((False, True), (False, False)))  # [not a][not b]
 
 
 def _wrap(data, ctx) -> "Tensor":
@@ -164,7 +184,6 @@ def _wrap(data, ctx) -> "Tensor":
     t.grad = None
     t._ctx = ctx
     t._name = None
-    t._hooks = None
     t.requires_grad = ctx is not None
     return t
 
@@ -287,7 +306,9 @@ def _binary(fn, a, b) -> "Tensor":
         ad, bd, mixed = _promote_operands(fn, ad, bd)
     try:
         if (ra or rb) and _grad_mode.enabled:
-            t = apply_op(fn, (a, b), _EMPTY, (ad, bd))
+            t = _record(fn, (a, b), _EMPTY, (ad, bd),
+                        ((a._ctx or a) if ra else None, (b._ctx or b) if rb else None),
+                        _NEEDS2[not ra][not rb])
             if mixed:
                 t._ctx._mixed = True  # backward casts each gradient to its input's dtype
             return t
@@ -428,7 +449,8 @@ class Tensor:
     """
 
     # set only when used: _v (the version: in-place changes so far), _changed (the clock's
-    # tick at the latest one), _base (the Tensor whose memory a view shares)
+    # tick at the latest one), _base (the Tensor whose memory a view shares), _hooks (a
+    # leaf's register_hook functions)
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_name", "_v", "_changed", "_base",
                  "_hooks", "__weakref__")
     __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operator
@@ -456,7 +478,6 @@ class Tensor:
         self.grad = None
         self._ctx = None
         self._name = name
-        self._hooks = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -571,9 +592,9 @@ class Tensor:
                 self._ctx._hooks = []
             hooks = self._ctx._hooks
         else:
-            if self._hooks is None:
-                self._hooks = []
-            hooks = self._hooks
+            hooks = getattr(self, "_hooks", None)  # a slot set only when used
+            if hooks is None:
+                hooks = self._hooks = []
         hooks.append(fn)
         return RemovableHandle(hooks, fn)
 
@@ -597,7 +618,7 @@ class Tensor:
 
     def clone(self) -> "Tensor":
         """A copy in new memory; differentiable (the gradient passes through)."""
-        return apply_op(ops.Clone, (self,))
+        return _unary(ops.Clone, self)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -702,7 +723,7 @@ class Tensor:
         if self.data.dtype == np.bool_:
             raise RuntimeError("negation, the `-` operator, on a bool Tensor is not supported; "
                                "use ~ (logical not) to invert a mask")
-        return apply_op(ops.Neg, (self,))
+        return _unary(ops.Neg, self)
 
     def __pos__(self):
         return self
@@ -881,44 +902,44 @@ class Tensor:
     def exp(self) -> "Tensor":
         """Elementwise ``e**x``."""
         dt = self.data.dtype
-        return apply_op(ops.Exp, (self if dt is _F32 or dt is _F64 else _float_input(self),))
+        return _unary(ops.Exp, self if dt is _F32 or dt is _F64 else _float_input(self))
 
     def log(self) -> "Tensor":
         """Elementwise natural logarithm."""
         dt = self.data.dtype
-        return apply_op(ops.Log, (self if dt is _F32 or dt is _F64 else _float_input(self),))
+        return _unary(ops.Log, self if dt is _F32 or dt is _F64 else _float_input(self))
 
     def sqrt(self) -> "Tensor":
         """Elementwise square root."""
         dt = self.data.dtype
-        return apply_op(ops.Sqrt, (self if dt is _F32 or dt is _F64 else _float_input(self),))
+        return _unary(ops.Sqrt, self if dt is _F32 or dt is _F64 else _float_input(self))
 
     def tanh(self) -> "Tensor":
         """Elementwise hyperbolic tangent."""
         dt = self.data.dtype
-        return apply_op(ops.Tanh, (self if dt is _F32 or dt is _F64 else _float_input(self),))
+        return _unary(ops.Tanh, self if dt is _F32 or dt is _F64 else _float_input(self))
 
     def sigmoid(self) -> "Tensor":
         """Elementwise logistic function ``1 / (1 + e**-x)``."""
         dt = self.data.dtype
-        return apply_op(ops.Sigmoid, (self if dt is _F32 or dt is _F64 else _float_input(self),))
+        return _unary(ops.Sigmoid, self if dt is _F32 or dt is _F64 else _float_input(self))
 
     def relu(self) -> "Tensor":
         """Elementwise ``max(x, 0)`` (gradient 0 at 0, as torch)."""
-        return apply_op(ops.ReLU, (self,))
+        return _unary(ops.ReLU, self)
 
     def abs(self) -> "Tensor":
         """Elementwise ``|x|`` (gradient ``sign(x)``: 0 at 0, as torch)."""
         if self.data.dtype.kind == "b":
             raise NotImplementedError("abs is not implemented for bool Tensors")
-        return apply_op(ops.Abs, (self,))
+        return _unary(ops.Abs, self)
 
     def astype(self, dtype) -> "Tensor":
         """A copy in ``dtype``; differentiable (the gradient is cast back)."""
         dtype = np.dtype(dtype)
         if dtype == self.dtype:
             return self
-        return apply_op(ops.Cast, (self,), {"dtype": dtype})
+        return _unary(ops.Cast, self, {"dtype": dtype})
 
     def float(self) -> "Tensor":
         return self.astype(np.float32)
@@ -955,7 +976,7 @@ class Tensor:
         axes = self._axes(dim, axis)
         if keepdims is not None:
             keepdim = _pick("keepdim", keepdim, "keepdims", keepdims)
-        return apply_op(ops.Sum, (self,), {"axis": axes, "keepdims": bool(keepdim)})
+        return _unary(ops.Sum, self, {"axis": axes, "keepdims": bool(keepdim)})
 
     def mean(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
         """Mean over ``dim`` (int, tuple or None for all); nan over no values (as torch)."""
@@ -964,7 +985,7 @@ class Tensor:
         axes = self._axes(dim, axis)
         if keepdims is not None:
             keepdim = _pick("keepdim", keepdim, "keepdims", keepdims)
-        return apply_op(ops.Mean, (self,), {"axis": axes, "keepdims": bool(keepdim)})
+        return _unary(ops.Mean, self, {"axis": axes, "keepdims": bool(keepdim)})
 
     def amax(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
         """Maximum over ``dim`` (int or tuple); ties share the gradient evenly (torch.amax)."""
@@ -983,7 +1004,7 @@ class Tensor:
                                 f"(shape {self.shape})")
         if self.data.size == 0 and len(axes) == self.data.ndim:
             raise AxisError(f"{name}(): the tensor of shape {self.shape} is empty")
-        return apply_op(fn, (self,), {"axis": axes, "keepdims": kd})
+        return _unary(fn, self, {"axis": axes, "keepdims": kd})
 
     def max(self, dim=None, keepdim=None, *, axis=None, keepdims=None):
         """Without ``dim``: the largest value (ties share the gradient). With ``dim``: the
@@ -1090,7 +1111,7 @@ class Tensor:
             warnings.warn(f"{name}(): degrees of freedom is <= 0 ({n} value(s) per entry, "
                           f"correction {c}); the result is nan or inf, as in torch",
                           RuntimeWarning, stacklevel=3)
-        return apply_op(fn, (self,), {"axis": axes, "correction": c, "keepdims": kd})
+        return _unary(fn, self, {"axis": axes, "correction": c, "keepdims": kd})
 
     # -- shape ---------------------------------------------------------------------------
     def _view_of(self, out: "Tensor") -> "Tensor":
@@ -1104,7 +1125,7 @@ class Tensor:
         shape = _shape_arg(shape)
         if shape == self.data.shape:
             return self
-        return self._view_of(apply_op(ops.Reshape, (self,), {"shape": shape}))
+        return self._view_of(_unary(ops.Reshape, self, {"shape": shape}))
 
     def view(self, *shape) -> "Tensor":
         """Reshape without copying, as ``torch.view``: raises (use ``reshape``) when the
@@ -1179,7 +1200,7 @@ class Tensor:
     def _permute(self, perm: tuple) -> "Tensor":
         if perm == tuple(range(self.data.ndim)):
             return self
-        return self._view_of(apply_op(ops.Transpose, (self,), {"axes": perm}))
+        return self._view_of(_unary(ops.Transpose, self, {"axes": perm}))
 
     @property
     def T(self) -> "Tensor":
@@ -1231,7 +1252,7 @@ class Tensor:
         shape = tuple(shape)
         if shape == self.shape:
             return self
-        return apply_op(ops.Expand, (self,), {"shape": shape})
+        return _unary(ops.Expand, self, {"shape": shape})
 
     broadcast_to = expand
 
@@ -1260,7 +1281,7 @@ class Tensor:
 
     def __getitem__(self, idx) -> "Tensor":
         """Indexing with ints, slices, None, Ellipsis, boolean and integer arrays."""
-        return self._view_of(apply_op(ops.GetItem, (self,), {"idx": _index(idx)}))
+        return self._view_of(_unary(ops.GetItem, self, {"idx": _index(idx)}))
 
 
 def _base_of(t: Tensor) -> Tensor:
