@@ -251,7 +251,11 @@ class Pow(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
-        if type(b) is float or type(b) is int:  # a number exponent: the common case
+        if type(b) is float:  # a number exponent: the common case
+            return a ** b
+        if type(b) is int:
+            if b < 0 and a.dtype.kind in "biu":  # (NumPy lets an empty array through)
+                raise ValueError("Integers to negative integer powers are not allowed.")
             return a ** b
         if isinstance(b, np.ndarray) and b.dtype.kind in "iu" \
                 and np.asarray(a).dtype.kind in "biu" and (b < 0).any():
