@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tinygrad_bn import Tensor, analytic, nn, optim
-from tinygrad_bn import _norms
+from tinygrad_bn.norms import checks as _norms
 from tinygrad_bn.nn import functional as F
 from tinygrad_bn.nn.module import Parameter
 

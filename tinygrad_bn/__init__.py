@@ -3,12 +3,12 @@ from ._alloc import tune_malloc as _tune_malloc
 from .core.tensor import Tensor, where
 from .core.node import Function, no_grad, enable_grad, is_grad_enabled, set_grad_enabled
 from .core.autograd import grad
-from .norms import grad_paths
 from .core.gradcheck import gradcheck, GradcheckError
 from .core.factories import (tensor, zeros, ones, full, arange, randn, rand, zeros_like,
                              ones_like, cat, stack, manual_seed)
 from .checkpoint import save, load
-from . import nn, optim, analytic, viz
+from . import nn, optim, analytic, viz  # nn first: the norms' layers build on nn.Module
+from .norms import grad_paths
 
 __version__ = "0.1.0"
 

@@ -1,27 +1,30 @@
 """Toy models: MLPs with a choice of normalization, activation, placement and init scale."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import nn
+from .norms import registry
 
-NORMS = ("none", "batch", "layer", "group", "rms")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
+def norm_names() -> tuple:
+    """"none" and the registered norms that have a layer for (N, features) inputs."""
+    return ("none",) + tuple(e.short or e.name for e in registry.entries(variants=False)
+                             if e.module is not None)
+
+
+NORMS = norm_names()  # at import; ``norm_names()`` also lists norms registered later
+
+
 def make_norm(norm: str, features: int, analytic: bool = False, dtype=np.float32):
-    """A norm layer for (N, features) activations: "batch", "layer", "group", "rms"."""
-    if norm == "batch":
-        return nn.BatchNorm1d(features, dtype=dtype, analytic=analytic)
-    if norm == "layer":
-        return nn.LayerNorm(features, dtype=dtype, analytic=analytic)
-    if norm == "group":
-        return nn.GroupNorm(math.gcd(features, 8), features, dtype=dtype, analytic=analytic)
-    if norm == "rms":
-        return nn.RMSNorm(features, dtype=dtype, analytic=analytic)
-    raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+    """The registered norm's layer for (N, features) activations ("batch", "layer", ...)."""
+    entry = registry.get(norm) if norm in registry.REGISTRY else None
+    if entry is None or entry.module is None:
+        raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(norm_names()[1:])}"
+                         + ("" if entry is None else f" ({norm} needs (N, C, L) inputs)"))
+    return entry.module(features, dtype=dtype, analytic=analytic)
 
 
 def mlp(n_in: int, hidden, n_out: int, *, norm: str = "none", activation: str = "relu",
@@ -34,8 +37,8 @@ def mlp(n_in: int, hidden, n_out: int, *, norm: str = "none", activation: str = 
     weight init by N(0, init_std²) (biases zero), to study sensitivity to the init scale.
     Input (N, n_in) -> logits (N, n_out).
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+    if norm != "none":
+        make_norm(norm, 1)  # raises for an unknown norm, before anything is built
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from "
                          f"{', '.join(ACTIVATIONS)}")

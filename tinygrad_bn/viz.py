@@ -1086,9 +1086,6 @@ def render_graph(root, path, format: str | None = None, **kwargs) -> Path:
 
 
 # ------------------------------------------------------------------------------- CLI
-_NORMS = ("batch", "layer", "group", "instance", "rms")
-
-
 def add_graph_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``graph`` command to the ``tinygrad-bn`` CLI's subparsers."""
     p = subparsers.add_parser(
@@ -1098,7 +1095,10 @@ def add_graph_parser(subparsers) -> argparse.ArgumentParser:
         "(default) or fused (--analytic), or of a small MLP with its loss, annotated with "
         "the gradient norm of every value (--mlp).",
     )
-    p.add_argument("--norm", choices=_NORMS, default="batch",
+    from .norms import registry
+
+    p.add_argument("--norm", choices=registry.names(variants=False, short=True),
+                   default="batch",
                    help="which normalization (default: batch)")
     p.add_argument("--analytic", action="store_true",
                    help="the fused single-node version with the hand-derived backward")
@@ -1124,45 +1124,23 @@ def add_graph_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _norm_call(norm: str, analytic: bool, rng) -> tuple:
-    """One norm call on a small random input: ``(output, title)``."""
-    if analytic:
-        try:
-            from . import analytic as mod
-        except ImportError:
-            raise ValueError("tinygrad_bn.analytic is not available") from None
-    else:
-        from .nn import functional as mod
-    fn_name = f"{norm}_norm"
-    fn = getattr(mod, fn_name, None)
-    if fn is None:
-        raise ValueError(f"{mod.__name__} has no {fn_name}()")
+    """One call of a registered norm on its example input: ``(output, title)``."""
+    from .norms import registry
+
+    entry = registry.get(norm)
+    shape, given = entry.example(rng)
+    settings = entry.settings(shape, **given)
 
     def t(*shape, name):
         return Tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True,
                       name=name)
 
-    if norm == "batch":
-        x, c = t(8, 4, name="x"), 4
-        y = fn(x, None, None, t(c, name="γ"), t(c, name="β"), training=True)
-        shape = "(N, C) = (8, 4)"
-    elif norm == "layer":
-        x = t(4, 6, name="x")
-        y = fn(x, (6,), t(6, name="γ"), t(6, name="β"))
-        shape = "(N, D) = (4, 6)"
-    elif norm == "rms":
-        x = t(4, 6, name="x")
-        y = fn(x, (6,), t(6, name="γ"))
-        shape = "(N, D) = (4, 6)"
-    elif norm == "group":
-        x = t(4, 6, 5, name="x")
-        y = fn(x, 2, t(6, name="γ"), t(6, name="β"))
-        shape = "(N, C, L) = (4, 6, 5), 2 groups"
-    else:
-        x = t(4, 3, 5, name="x")
-        y = fn(x, weight=t(3, name="γ"), bias=t(3, name="β"))
-        shape = "(N, C, L) = (4, 3, 5)"
+    pshape = tuple(entry.param_shape(shape, settings))
+    x, w = t(*shape, name="x"), t(*pshape, name="γ")
+    b = t(*pshape, name="β") if entry.has_bias else None
+    y = entry.call(entry.derived if analytic else entry.composed, x, w, b, **settings)
     kind = "analytic (one fused node)" if analytic else "composed from primitives"
-    return y, f"{fn_name}, {kind}, x {shape}"
+    return y, f"{entry.label(shape, True, settings)}, {kind}, x {shape}"
 
 
 def _mlp_loss(norm: str, analytic: bool, rng) -> tuple:
@@ -1170,16 +1148,11 @@ def _mlp_loss(norm: str, analytic: bool, rng) -> tuple:
     from . import nn
     from .nn import functional as F
 
+    from .models import make_norm
+
     width = 8
-    layers = {"batch": lambda: nn.BatchNorm1d(width, analytic=analytic),
-              "layer": lambda: nn.LayerNorm(width, analytic=analytic),
-              "group": lambda: nn.GroupNorm(2, width, analytic=analytic),
-              "rms": lambda: nn.RMSNorm(width, analytic=analytic)}
-    if norm not in layers:
-        raise ValueError(f"--mlp works with --norm {', '.join(layers)}: {norm} norm needs "
-                         "(N, C, L) inputs")
     seed = int(rng.integers(2**31))
-    norm_layer = layers[norm]()
+    norm_layer = make_norm(norm, width, analytic=analytic)
     model = nn.Sequential(nn.Linear(2, width, rng=seed), norm_layer, nn.ReLU(),
                           nn.Linear(width, 3, rng=seed + 1))
     x = Tensor(rng.standard_normal((16, 2)).astype(np.float32), name="x")

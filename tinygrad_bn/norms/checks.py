@@ -1,4 +1,4 @@
-"""Argument checks and running-statistic updates shared by the two norm families.
+"""Argument checks and running-statistic updates shared by every norm (composed, fused, plain).
 
 ``nn.functional`` (composed from primitives) and ``analytic`` (one fused node each) have the
 same signatures and must reject the same calls with the same messages, before anything is
@@ -32,7 +32,7 @@ import numbers
 
 import numpy as np
 
-from .core.tensor import Tensor
+from ..core.tensor import Tensor
 
 
 def as_input(x, fn: str) -> Tensor:

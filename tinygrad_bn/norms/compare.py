@@ -10,7 +10,7 @@ upstream gradient) with respect to x, γ and β are computed three ways:
 * **numeric**: central differences of L, ``(L(θ + ε) − L(θ − ε)) / 2ε`` for every entry,
   always in float64 (``gradcheck.numerical_jacobian``).
 
-``compare`` takes a registered norm's name, or your own norm: a callable ``f(x, weight,
+``compare`` takes a registered norm's name (``norms.registry``), or your own norm: a callable ``f(x, weight,
 bias)`` composed of Tensor ops, with ``derived=`` a callable of the same signature whose
 backward is hand-written (e.g. a ``Function``'s ``apply``). ``bessel_batch_norm`` and
 ``BesselBatchNormOp`` below are such a pair: BatchNorm with Bessel's correction inside the
@@ -29,11 +29,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import analytic
-from .core.gradcheck import numerical_jacobian
-from .core.node import Function
-from .core.tensor import Tensor
-from .nn import functional as F
+from ..core.gradcheck import numerical_jacobian
+from ..core.node import Function
+from ..core.tensor import Tensor
+from . import registry
 
 __all__ = ["CompareRow", "CompareReport", "compare", "compare_all", "NORMS",
            "bessel_batch_norm", "BesselBatchNormOp", "BesselBatchNormNoFactorOp"]
@@ -142,98 +141,30 @@ class CompareReport:
         return lines
 
 
-@dataclass
-class _Spec:
-    """How to call one norm: ``call(fn, x, w, b)`` and the parameter shape for an input."""
+class _Names:
+    """The registered names, read live (a norm registered later is listed too)."""
 
-    label: str
-    composed: Callable
-    fused: Callable
-    param_shape: Callable  # (x_shape) -> shape of γ and β
-    call: Callable  # (fn, x, w, b) -> y
-    has_bias: bool = True
-    boxed: bool = False
+    def __iter__(self):
+        return iter(registry.names())
 
+    def __contains__(self, name) -> bool:
+        return name in registry.names()
 
-def _spec(norm: str, shape: tuple, training: bool, rng, **kw) -> _Spec:
-    """The call for ``norm`` on inputs of ``shape`` (keyword settings as the functions take)."""
-    if norm in ("batch_norm", "tutorial_boxed_batch_norm", "instance_norm"):
-        c = shape[1]
-        rm = rv = None
-        if not training:  # evaluation uses fixed running statistics
-            rm = Tensor(rng.standard_normal(c))
-            rv = Tensor(rng.uniform(0.5, 2.0, c))
-        eps = kw.get("eps", 1e-5)
-        if norm == "instance_norm":
-            def call(fn, x, w, b):
-                return fn(x, rm, rv, w, b, use_input_stats=training, eps=eps)
-            return _Spec(f"instance_norm ({'input stats' if training else 'running stats'})",
-                         F.instance_norm, analytic.instance_norm, lambda s: (c,), call)
+    def __len__(self) -> int:
+        return len(registry.names())
 
-        def call(fn, x, w, b):
-            return fn(x, rm, rv, w, b, training=training, eps=eps)
-        mode = "train" if training else "eval"
-        if norm == "batch_norm":
-            return _Spec(f"batch_norm ({mode})", F.batch_norm, analytic.batch_norm,
-                         lambda s: (c,), call)
-        return _Spec(f"tutorial's boxed BN ({mode})", F.batch_norm,
-                     analytic.tutorial_boxed_batch_norm, lambda s: (c,), call, boxed=True)
-    if norm in ("layer_norm", "rms_norm"):
-        ns = tuple(np.atleast_1d(kw.get("normalized_shape", shape[-1:])).tolist())
-        if norm == "layer_norm":
-            eps = kw.get("eps", 1e-5)
-
-            def call(fn, x, w, b):
-                return fn(x, ns, w, b, eps=eps)
-            return _Spec(f"layer_norm {ns}", F.layer_norm, analytic.layer_norm,
-                         lambda s: ns, call)
-        eps = kw.get("eps", None)
-
-        def call(fn, x, w, b):
-            return fn(x, ns, w, eps=eps)
-        return _Spec(f"rms_norm {ns}", F.rms_norm, analytic.rms_norm, lambda s: ns, call,
-                     has_bias=False)
-    if norm == "group_norm":
-        c = shape[1]
-        groups = kw.get("num_groups", 2 if c % 2 == 0 else 1)
-        eps = kw.get("eps", 1e-5)
-
-        def call(fn, x, w, b):
-            return fn(x, groups, w, b, eps=eps)
-        return _Spec(f"group_norm (G={groups})", F.group_norm, analytic.group_norm,
-                     lambda s: (c,), call)
-    raise ValueError(f"compare: unknown norm {norm!r}; expected one of {NORMS}")
+    def __repr__(self) -> str:
+        return repr(registry.names())
 
 
-NORMS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
-         "tutorial_boxed_batch_norm")
+NORMS = _Names()
 
 _DEFAULT_TOL = {np.dtype(np.float64): (1e-7, 1e-5), np.dtype(np.float32): (1e-3, 1e-2)}
 
 
-def _grads(fn, spec: _Spec, arrays: list, u: np.ndarray, dtype) -> list:
-    ts = [Tensor(a.astype(dtype), requires_grad=True) for a in arrays]
-    x, w = ts[0], ts[1]
-    b = ts[2] if spec.has_bias else None
-    y = spec.call(fn, x, w, b)
-    y.backward(u.astype(dtype))
-    return [t.grad.astype(np.float64) for t in ts]
-
-
-def _numeric(spec: _Spec, arrays: list, u: np.ndarray, eps: float) -> list:
-    ts = [Tensor(np.ascontiguousarray(a, dtype=np.float64)) for a in arrays]
-    ut = Tensor(u)
-
-    def loss(x, w, b=None):
-        return (spec.call(spec.composed, x, w, b) * ut).sum()
-
-    return [numerical_jacobian(loss, ts, i, eps).reshape(arrays[i].shape)
-            for i in range(len(ts))]
-
-
-def _user_spec(norm: Callable, derived, shape: tuple, param_shape, label) -> _Spec:
-    """The spec of a user's norm: ``norm(x, weight, bias)`` composed of Tensor ops and
-    ``derived(x, weight, bias)`` with a hand-written backward."""
+def _user_norm(norm: Callable, derived, shape: tuple, param_shape, label) -> registry.Norm:
+    """An unregistered entry for a user's norm: ``norm(x, weight, bias)`` composed of Tensor
+    ops and ``derived(x, weight, bias)`` with a hand-written backward."""
     if not callable(derived):
         raise TypeError("compare: for your own norm pass derived=, a callable f(x, weight, "
                         "bias) whose backward is hand-written (e.g. MyNormOp.apply)")
@@ -241,7 +172,40 @@ def _user_spec(norm: Callable, derived, shape: tuple, param_shape, label) -> _Sp
         raise ValueError(f"compare: input shape {shape} has no channel axis; pass param_shape=")
     pshape = tuple(param_shape) if param_shape is not None else (shape[1],)
     name = label or getattr(norm, "__name__", "custom norm")
-    return _Spec(name, norm, derived, lambda s: pshape, lambda fn, x, w, b: fn(x, w, b))
+    return registry.Norm(name=name, composed=norm, derived=derived,
+                         call=lambda fn, x, w, b, training=True: fn(x, w, b),
+                         param_shape=lambda s, settings: pshape,
+                         example=lambda rng: (shape, {}), label=lambda *a: name)
+
+
+def _settings(entry: registry.Norm, shape: tuple, training: bool, rng, kwargs) -> dict:
+    """The call's settings; fixed random running statistics for evaluation mode."""
+    settings = entry.settings(shape, **kwargs)
+    settings["training"] = training
+    if entry.running and not training:
+        c = shape[1]
+        settings["running"] = (Tensor(rng.standard_normal(c)), Tensor(rng.uniform(0.5, 2.0, c)))
+    return settings
+
+
+def _grads(fn, entry, settings: dict, arrays: list, u: np.ndarray, dtype) -> list:
+    ts = [Tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+    x, w = ts[0], ts[1]
+    b = ts[2] if entry.has_bias else None
+    y = entry.call(fn, x, w, b, **settings)
+    y.backward(u.astype(dtype))
+    return [t.grad.astype(np.float64) for t in ts]
+
+
+def _numeric(entry, settings: dict, arrays: list, u: np.ndarray, eps: float) -> list:
+    ts = [Tensor(np.ascontiguousarray(a, dtype=np.float64)) for a in arrays]
+    ut = Tensor(u)
+
+    def loss(x, w, b=None):
+        return (entry.call(entry.composed, x, w, b, **settings) * ut).sum()
+
+    return [numerical_jacobian(loss, ts, i, eps).reshape(arrays[i].shape)
+            for i in range(len(ts))]
 
 
 def compare(norm, shape: tuple, *, training: bool = True, dtype=np.float64,
@@ -251,7 +215,7 @@ def compare(norm, shape: tuple, *, training: bool = True, dtype=np.float64,
             **kwargs) -> CompareReport:
     """Gradients of x, γ, β for ``norm`` on an input of ``shape``, computed three ways.
 
-    ``norm``: one of ``NORMS`` (``kwargs`` go to it: ``normalized_shape``, ``num_groups``,
+    ``norm``: a registered name (``NORMS``; ``kwargs`` go to it: ``normalized_shape``, ``num_groups``,
     ``eps``; ``training=False`` uses fixed running statistics for BatchNorm, InstanceNorm),
     or your own ``f(x, weight, bias) -> Tensor`` composed of Tensor ops, with ``derived=``
     the same function with a hand-written backward, ``param_shape=`` the shape of weight and
@@ -274,23 +238,26 @@ def compare(norm, shape: tuple, *, training: bool = True, dtype=np.float64,
         if kwargs:
             raise TypeError(f"compare: settings {sorted(kwargs)} are for registered norms; "
                             "bind them into your function instead")
-        spec = _user_spec(norm, derived, shape, param_shape, label)
+        entry = _user_norm(norm, derived, shape, param_shape, label)
+        settings = {}
     else:
         if derived is not None or param_shape is not None:
             raise TypeError("compare: derived= and param_shape= are for your own norm (a "
                             f"callable); {norm!r} is registered with its own")
-        spec = _spec(norm, shape, training, rng, **kwargs)
-    pshape = spec.param_shape(shape)
+        entry = registry.get(norm)
+        settings = _settings(entry, shape, training, rng, kwargs)
+    pshape = tuple(entry.param_shape(shape, settings))
+    label = entry.label(shape, training, settings)
     # round the inputs to dtype first, so every method sees the same numbers
     arrays = [rng.standard_normal(shape) * 2.0 + 0.5, rng.uniform(0.5, 1.5, pshape)]
-    if spec.has_bias:
+    if entry.has_bias:
         arrays.append(rng.standard_normal(pshape))
     arrays = [a.astype(dtype).astype(np.float64) for a in arrays]
     u = rng.standard_normal(shape).astype(dtype).astype(np.float64)
     results = {
-        "autograd": _grads(spec.composed, spec, arrays, u, dtype),
-        "hand-derived": _grads(spec.fused, spec, arrays, u, dtype),
-        "numeric": _numeric(spec, arrays, u, fd_eps),
+        "autograd": _grads(entry.composed, entry, settings, arrays, u, dtype),
+        "hand-derived": _grads(entry.derived, entry, settings, arrays, u, dtype),
+        "numeric": _numeric(entry, settings, arrays, u, fd_eps),
     }
     names = ["x", "γ", "β"][:len(arrays)]
     rows = []
@@ -301,11 +268,11 @@ def compare(norm, shape: tuple, *, training: bool = True, dtype=np.float64,
             ref = float(np.abs(b).max()) if b.size else 0.0
             max_abs = float(err.max()) if err.size else 0.0
             rows.append(CompareRow(
-                norm=spec.label, shape=shape, grad=name, pair=f"{a_name} vs {b_name}",
+                norm=label, shape=shape, grad=name, pair=f"{a_name} vs {b_name}",
                 max_abs=max_abs, max_rel=max_abs / ref if ref > 0 else max_abs,
                 atol=atol, rtol=rtol,
                 passed=bool(np.all(err <= atol + rtol * np.abs(b))),
-                expected_fail=(spec.boxed and training or expect_wrong_dx) and name == "x"
+                expected_fail=(entry.wrong_dx and training or expect_wrong_dx) and name == "x"
                 and "hand-derived" in (a_name, b_name),
             ))
     return CompareReport(rows)

@@ -42,11 +42,11 @@ import math
 
 import numpy as np
 
-from ._norms import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
+from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                      check_layer_norm, commit, compute_dtype, instance_running, rms_eps,
                      running_value, stat_array)
-from .core.ops import Primitive
-from .core.tensor import Tensor
+from ..core.ops import Primitive
+from ..core.tensor import Tensor
 
 __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
            "tutorial_boxed_batch_norm", "BatchNormOp", "LayerNormOp", "GroupNormOp",
