@@ -159,7 +159,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             if node._retained is not None and retaining:
                 _retain(node, g)
             # a primitive's gradients have its inputs' dtypes unless it mixed dtypes
-            cast = node._mixed or not node._raw
+            cast = node._mixed
             if raw_mode and node._raw:
                 results = node.backward(node, g)
                 if len(results) == 2 and results[0] is results[1] and results[0] is not None:
@@ -204,15 +204,11 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             if left == 0:
                 push(p)
         g = results = gp = prev = None  # drop this step's arrays before the next node runs
-        if not retain_graph:  # free what the node kept (and only that)
+        if not retain_graph:  # free what the node kept
             node.parents = None
-            d = node.__dict__
-            if "_inputs" in d:
-                d["_inputs"] = FREED
-            if "_out" in d:
-                d["_out"] = FREED
-            if "_saved" in d or not node._raw:
-                d["_saved"] = FREED
+            node._saved = FREED
+            node._inputs = FREED
+            node._out = FREED
     if hooked:
         for leaf in [k for k in captured if isinstance(k, Tensor)
                      and getattr(k, "_hooks", None)]:

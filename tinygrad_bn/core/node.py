@@ -229,7 +229,8 @@ class Function:
     _out: Any = None
     _seq = 0  # the clock's tick when the node was recorded (see check_saved)
     _out_dirty = False  # the output Tensor was modified in place after the node saved it
-    _mixed = False  # inputs of another dtype than the output: backward casts the gradients
+    _mixed = True  # gradients may come back in other dtypes: backward casts them (primitives
+    # say False, and True only where an op mixed dtypes)
     _retained = None  # weakref to an output Tensor that asked for retain_grad()
     _hooks = None  # register_hook() functions of the output Tensor (a list)
     _graph_mode = False  # True while backward builds a differentiable graph

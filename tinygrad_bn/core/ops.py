@@ -32,6 +32,7 @@ class Primitive(Function):
     """
 
     _raw = True
+    _mixed = False
     save_inputs: tuple = ()  # indices of the inputs that backward reads (contiguous)
     save_for: tuple | None = None  # per saved input: the gradients that read it
     save_output = False  # backward reads the output (exp, tanh, sqrt, ...)
