@@ -66,6 +66,12 @@ def compute_dtype(dtype) -> np.dtype:
 def _check_dtypes(fn: str, x, params) -> None:
     """``params`` ((name, array or None), ...) share one dtype: the input's, or float32 for a
     float16 input (torch's CPU kernels); else ``NormDtypeError``."""
+    xd = x.dtype
+    for _, t in params:  # the common case first: everything in the input's dtype
+        if t is not None and t.dtype is not xd:
+            break
+    else:
+        return
     given = [(what, t) for what, t in params if t is not None]
     if not given:
         return

@@ -154,6 +154,29 @@ def _up(a):
     return a.astype(np.float32) if a is not None and a.dtype == np.float16 else a
 
 
+def _statistics(xv, plan: _Plan, stats):
+    """``(mean, var, x - mean, rstd)`` of the view ``xv``: two passes over the batch, or the
+    given constant (running) statistics."""
+    n = plan.n
+    if stats is None:  # batch statistics, two passes
+        if plan.centred:
+            mean = np.add.reduce(xv, axis=plan.raxes, keepdims=True)
+            mean /= n
+            xh = np.subtract(xv, mean)
+            var = _view(np.einsum(plan.sub_r, xh, xh), plan.kshape)
+        else:
+            mean = xh = None
+            var = _view(np.einsum(plan.sub_r, xv, xv), plan.kshape)
+        var /= n
+    else:  # constant (running) statistics
+        mean, var = stats
+        xh = np.subtract(xv, mean)
+    rstd = var + plan.eps
+    np.sqrt(rstd, out=rstd)
+    np.divide(1.0, rstd, out=rstd)
+    return mean, var, xh, rstd
+
+
 def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
     """Fused forward on ndarrays; saves x̂ (a buffer it owns) and rstd.
 
@@ -163,24 +186,11 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
     out_dtype = x.dtype
     xv = _up(_view(x, vshape))
     w, b = _up(w), _up(b)
-    n = plan.n
-    with np.errstate(invalid="ignore", divide="ignore"):  # only for empty inputs
-        if stats is None:  # batch statistics, two passes
-            if plan.centred:
-                mean = np.add.reduce(xv, axis=plan.raxes, keepdims=True)
-                mean /= n
-                xh = np.subtract(xv, mean)
-                var = _view(np.einsum(plan.sub_r, xh, xh), plan.kshape)
-            else:
-                mean = xh = None
-                var = _view(np.einsum(plan.sub_r, xv, xv), plan.kshape)
-            var /= n
-        else:  # constant (running) statistics
-            mean, var = stats
-            xh = np.subtract(xv, mean)
-        rstd = var + plan.eps
-        np.sqrt(rstd, out=rstd)
-        np.divide(1.0, rstd, out=rstd)
+    if xv.size:
+        mean, var, xh, rstd = _statistics(xv, plan, stats)
+    else:  # an empty input: nan statistics, quietly (as torch)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean, var, xh, rstd = _statistics(xv, plan, stats)
     if xh is None:
         xh = np.multiply(xv, rstd)
     else:
