@@ -149,9 +149,12 @@ def _view(a, shape: tuple):
     return a if a.shape == shape else a.reshape(shape)
 
 
+_F16 = np.dtype(np.float16)
+
+
 def _up(a):
     """float16 → float32 (torch's accumulation type); other arrays (and None) unchanged."""
-    return a.astype(np.float32) if a is not None and a.dtype == np.float16 else a
+    return a.astype(np.float32) if a is not None and a.dtype is _F16 else a
 
 
 def _statistics(xv, plan: _Plan, stats):
@@ -235,7 +238,7 @@ def _backward(ctx, g):
 
 def _cast(grad, inp):
     """``grad`` (ndarray or Tensor) in ``inp``'s dtype."""
-    if grad is None or inp is None or grad.dtype == inp.dtype:
+    if grad is None or inp is None or grad.dtype is inp.dtype or grad.dtype == inp.dtype:
         return grad
     return grad.astype(inp.dtype)
 
