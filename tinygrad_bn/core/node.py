@@ -1,9 +1,9 @@
 """Graph nodes: the ``Function`` base class (one node per call), the grad mode and scopes.
 
 A ``Function`` subclass defines ``forward(ctx, *inputs)`` and ``backward(ctx, grad)``.
-``Op.apply(*inputs)`` hands the call to the one routine that records nodes
-(``tensor.apply_op``): it runs ``forward`` with recording off and, when an input requires a
-gradient, returns a Tensor whose ``_ctx`` is the ``ctx`` object: the node of the graph.
+``Op.apply(*inputs)`` hands the call to ``tensor.apply_op``, which runs ``forward`` with
+recording off and, when an input requires a gradient, has ``tensor._record`` (the one routine
+that makes nodes) return a Tensor whose ``_ctx`` is the ``ctx`` object: the node of the graph.
 
 This module knows nothing of ``Tensor``; ``tensor.py`` builds on it.
 

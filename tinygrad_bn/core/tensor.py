@@ -1,10 +1,11 @@
 """``Tensor``: an ndarray, its gradient, and the node of the graph that made it.
 
-Every node of a graph is made by one routine, ``apply_op``: it runs an op's forward, and when
-grad mode is on and an input requires a gradient it records the node — its edges, what
-backward will read (the op's declared ``save_inputs`` / ``save_output``, with the version of
-each saved Tensor), its output's shape, dtype, scope and trace. Tensor methods and operators
-are thin: they check arguments the way torch does, then call ``apply_op``.
+Every node of a graph is made by one routine, ``_record``: it runs a primitive's forward and
+records the node — its edges, what backward will read (the op's declared ``save_inputs`` /
+``save_for`` / ``save_output``, with the clock's tick for in-place changes), its output's
+shape, dtype, scope and trace. ``apply_op`` is the general entrance (any op, any number of
+inputs; it finds the edges); Tensor methods and operators are thin: they check arguments the
+way torch does, then hand over to ``_unary`` / ``_binary`` / ``apply_op``.
 """
 from __future__ import annotations
 
