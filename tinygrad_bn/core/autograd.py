@@ -137,7 +137,8 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     for r in list(grads):  # leaf roots (backward() on a leaf) take their gradient directly
         if isinstance(r, Tensor):
             _deliver_leaf(r, grads.pop(r), wanted, captured)
-    ready = [r for r in deps if deps[r] == 0]
+    # only a root can be waiting for nothing: every other node is some node's input
+    ready = [r for r in dict.fromkeys(roots) if isinstance(r, Function) and deps[r] == 0]
     pop = ready.pop
     push = ready.append
     raw_mode = not graph_mode
