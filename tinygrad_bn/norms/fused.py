@@ -32,13 +32,12 @@ owns and saves x̂ and rstd (per statistic), which is all the raw backward reads
 ``grad(..., create_graph=True)`` the backward recomputes the same formula with Tensor ops from
 the node's graph-connected inputs, so second derivatives (Hessian-vector products) are right.
 
-``tutorial_boxed_batch_norm`` is the tutorial's boxed "simplified" formula, √m where m belongs:
-**wrong on purpose**, kept to show that the checks catch it.
+These are the fast path. The readable versions — including the tutorial's boxed formula, wrong
+on purpose — are in ``batch_norm.py`` and the other family files, tested equal to these.
 """
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -49,8 +48,7 @@ from ..core.ops import Primitive
 from ..core.tensor import Tensor
 
 __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
-           "tutorial_boxed_batch_norm", "BatchNormOp", "LayerNormOp", "GroupNormOp",
-           "InstanceNormOp", "RMSNormOp", "TutorialBoxedBatchNormOp"]
+           "BatchNormOp", "LayerNormOp", "GroupNormOp", "InstanceNormOp", "RMSNormOp"]
 
 _LETTERS = "abcdefgh"
 
@@ -59,15 +57,14 @@ class _Plan:
     """How x is viewed for one norm: ``vshape`` (x reshaped), ``raxes`` (the set S of one
     statistic, ``n`` values), ``ashape`` (γ/β viewed against ``vshape``), ``paxes`` (axes
     summed for dγ, dβ), ``pshape`` (γ's own shape), ``gamma_const`` (γ constant over S, so
-    it factors out of the sums), ``centred`` (False for RMSNorm) and ``cdiv`` (the divisor of
-    the correction terms: n, or √n for the tutorial's boxed formula)."""
+    it factors out of the sums) and ``centred`` (False for RMSNorm)."""
 
     __slots__ = ("xshape", "vshape", "raxes", "sshape", "n", "ashape", "paxes", "pshape",
-                 "gamma_const", "centred", "eps", "cdiv", "sub_r", "sub_p", "pextra",
+                 "gamma_const", "centred", "eps", "sub_r", "sub_p", "pextra",
                  "kshape")
 
     def __init__(self, xshape, vshape, raxes, ashape, paxes, pshape, gamma_const, centred,
-                 eps, cdiv=None):
+                 eps):
         self.xshape = tuple(xshape)
         self.vshape = tuple(vshape)
         self.raxes = tuple(raxes)
@@ -82,7 +79,6 @@ class _Plan:
         self.gamma_const = gamma_const
         self.centred = centred
         self.eps = eps
-        self.cdiv = float(n if cdiv is None else cdiv)
         letters = _LETTERS[:len(vshape)]
         self.sub_r = _einsum_sub(letters, raxes)
         self.sub_p = _einsum_sub(letters, paxes)
@@ -103,7 +99,7 @@ def _einsum_sub(letters: str, axes: tuple) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _channel_plan(xshape: tuple, eps: float, per_instance: bool, boxed: bool = False) -> _Plan:
+def _channel_plan(xshape: tuple, eps: float, per_instance: bool) -> _Plan:
     """BatchNorm (statistics per channel) or InstanceNorm (per sample and channel)."""
     n, c = xshape[0], xshape[1]
     if len(xshape) == 2 and not per_instance:
@@ -114,8 +110,6 @@ def _channel_plan(xshape: tuple, eps: float, per_instance: bool, boxed: bool = F
             l *= s
         raxes = (2,) if per_instance else (0, 2)
         plan = _Plan(xshape, (n, c, l), raxes, (c, 1), (0, 2), (c,), True, True, eps)
-    if boxed:
-        plan.cdiv = math.sqrt(plan.n)
     return plan
 
 
@@ -273,7 +267,7 @@ def _raw_backward(plan: _Plan, need, batch: bool, xh, rstd, w, gv):
         dx = np.empty(plan.xshape, dtype=xh.dtype)
         dxv = _view(dx, plan.vshape)
         if batch:  # scale · (dx̂ − Σ_S dx̂ / n − x̂ · Σ_S(dx̂·x̂) / n)
-            k = 1.0 / plan.cdiv if plan.cdiv else 0.0  # n = 0: dx is empty
+            k = 1.0 / plan.n if plan.n else 0.0  # n = 0: dx is empty
             np.multiply(xh, _view(shx * -k, plan.kshape), out=dxv)
             np.add(dxv, h, out=dxv)
             if sh is not None:
@@ -306,7 +300,7 @@ def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) 
     dx = dw = db = None
     if need[0]:
         if stats is None:
-            k = 1.0 / plan.cdiv if plan.cdiv else 0.0  # n = 0: dx is empty
+            k = 1.0 / plan.n if plan.n else 0.0  # n = 0: dx is empty
             t = h - xh * ((h * xh).sum(axis=r, keepdims=True) * k)
             if plan.centred:
                 t = t - h.sum(axis=r, keepdims=True) * k
@@ -381,15 +375,6 @@ class RMSNormOp(_FusedNorm):
     op_name = "rms_norm"
 
 
-class TutorialBoxedBatchNormOp(BatchNormOp):
-    """WRONG ON PURPOSE: the tutorial's boxed formula, with √m where m belongs.
-
-    dx = γ·rstd/√m · (√m·dy − Σdy − x̂·Σ(dy·x̂))   (correct: γ·rstd/m · (m·dy − Σdy − x̂·Σ(dy·x̂)))
-    """
-
-    op_name = "batch_norm (tutorial's boxed formula)"
-
-
 # ----------------------------------------------------------------------- public API
 def _const_stats(rm, rv, dtype, shape) -> tuple:
     """Snapshot of running statistics, cast to the dtype the input is normalized in (float32
@@ -416,13 +401,13 @@ def _named(y: Tensor) -> Tensor:
     return y
 
 
-def _batch_norm(op, x, running_mean, running_var, weight, bias, training, momentum, eps,
-                boxed=False) -> Tensor:
+def _batch_norm(op, x, running_mean, running_var, weight, bias, training, momentum,
+                eps) -> Tensor:
     x = as_input(x, "batch_norm")
     c, m = check_batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
                             eps)
     rm, rv = stat_array(running_mean), stat_array(running_var)
-    plan = _channel_plan(x.shape, float(eps), False, boxed)
+    plan = _channel_plan(x.shape, float(eps), False)
     stats = running = None
     pending = _Pending()
     if not training:
@@ -447,19 +432,6 @@ def batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
     """
     return _batch_norm(BatchNormOp, x, running_mean, running_var, weight, bias, training,
                        momentum, eps)
-
-
-def tutorial_boxed_batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
-                              training: bool = False, momentum: float = 0.1,
-                              eps: float = 1e-5) -> Tensor:
-    """BatchNorm whose backward is the tutorial's boxed formula — WRONG ON PURPOSE.
-
-    The forward is correct; in training the backward computes
-    ``dx = γ·rstd/√m · (√m·dy − Σdy − x̂·Σ(dy·x̂))``, whose correction terms are √m times too
-    large (see docs/derivation.md). Used by ``compare`` to show that the checks catch it.
-    """
-    return _batch_norm(TutorialBoxedBatchNormOp, x, running_mean, running_var, weight, bias,
-                       training, momentum, eps, boxed=True)
 
 
 def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None,
