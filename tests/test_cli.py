@@ -177,3 +177,12 @@ def test_compare_paths_prints_the_three_terms_and_their_sum():
     for part in ("μ", "σ²", "x̂", "other"):
         assert f"  {part}" in out
     assert "dσ² · 2(x - μ) / m" in out and "max |difference|" in out
+
+
+def test_python_dash_m_is_the_same_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "tinygrad_bn", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("tinygrad-bn ")
