@@ -38,8 +38,8 @@ from .core.node import scope as _scope
 from .core.tensor import Tensor
 
 __all__ = [
-    "draw_graph", "render_graph", "trace", "GraphvizNotFoundError", "COLORS",
-    "add_graph_parser", "graph_main",
+    "draw_graph", "render_graph", "render_backward", "trace", "GraphvizNotFoundError",
+    "COLORS", "add_graph_parser", "graph_main",
 ]
 
 #: Fill colours of the node kinds (each picture's legend lists those it uses).
@@ -1085,6 +1085,18 @@ def render_graph(root, path, format: str | None = None, **kwargs) -> Path:
     return path
 
 
+def render_backward(tensor: Tensor, path, params=None, **kwargs) -> Path:
+    """Write one self-contained HTML page that steps through the backward pass of ``tensor``
+    in the engine's order (see ``tinygrad_bn.stepper.render_backward``); returns the path.
+
+    No ``.grad`` is touched and the graph is kept. ``params``: a dict ``name -> Tensor``
+    naming leaves. Keyword arguments (``gradient=``, ``title=``) go to the stepper.
+    """
+    from .stepper import render_backward as _render_backward
+
+    return _render_backward(tensor, path, params, **kwargs)
+
+
 # ------------------------------------------------------------------------------- CLI
 def add_graph_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``graph`` command to the ``tinygrad-bn`` CLI's subparsers."""
@@ -1118,6 +1130,9 @@ def add_graph_parser(subparsers) -> argparse.ArgumentParser:
                    help="draw each layer / norm call as one box")
     p.add_argument("--rankdir", choices=_RANKDIRS, default="LR",
                    help="direction of the data flow (default: LR)")
+    p.add_argument("--steps", action="store_true",
+                   help="write an HTML page that steps through the backward pass instead "
+                   "(--out gets the suffix .html)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=graph_main)
     return p
@@ -1167,6 +1182,8 @@ def graph_main(args) -> int:
     """``tinygrad-bn graph``: build the example graph and write it to ``args.out``."""
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
+    if getattr(args, "steps", False):
+        return _steps_main(args, rng, out)
     fmt = _format_of(out, getattr(args, "format", None))
     params = None
     show_grad = bool(getattr(args, "show_grad", False))
@@ -1195,4 +1212,25 @@ def graph_main(args) -> int:
         print(f"tinygrad-bn graph: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out} ({fmt})")
+    return 0
+
+
+def _steps_main(args, rng, out: Path) -> int:
+    """``tinygrad-bn graph --steps``: the backward-pass stepper page of the example graph."""
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out.with_suffix(".html")
+    if args.mlp:
+        root, params, title = _mlp_loss(args.norm, args.analytic, rng)
+        seed = None
+    else:
+        (root, title), params = _norm_call(args.norm, args.analytic, rng), None
+        # the sum of a norm's output barely depends on x: start from a random gradient
+        seed = rng.standard_normal(root.shape).astype(root.dtype)
+        title += "; a random upstream gradient"
+    try:
+        render_backward(root, out, params=params, gradient=seed, title=title)
+    except GraphvizNotFoundError as e:
+        print(f"tinygrad-bn graph: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} (html)")
     return 0

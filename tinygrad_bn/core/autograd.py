@@ -113,7 +113,7 @@ def _shape_error(node, gshape, shape):
 
 
 def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
-         inputs: Sequence[Tensor] | None = None, stop=None):
+         inputs: Sequence[Tensor] | None = None, stop=None, observe=None):
     """Propagate ``root_grads`` from ``roots`` (nodes or leaf Tensors) through the graph.
 
     With ``inputs=None`` leaf gradients accumulate into ``.grad``; otherwise the gradients of
@@ -123,6 +123,13 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     into one of them is dropped (a root keeps the gradient it starts with), and the pass is
     quiet: no hooks, no ``retain_grad`` updates, since it sees only part of a gradient
     (``stop=()`` is a quiet pass that stops nowhere).
+
+    ``observe`` (private, for ``stepper``) is None or a callable: ``observe(node, g,
+    results)`` runs once per processed node, in processing order, right after its backward
+    returned (``g`` is None and ``results`` all None for a node no gradient reached;
+    ``results`` are as backward returned them, before reduction to the inputs' shapes), then
+    ``observe(leaf, g, None)`` once per leaf in the result, with its final summed gradient.
+    It must not modify the arrays it is shown.
     """
     deps = _count_dependencies(roots)
     grads: dict = {}
@@ -172,6 +179,8 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         else:
             results = (None,) * len(parents)
             cast = False
+        if observe is not None:
+            observe(node, g, results)
         for p, gp in zip(parents, results):
             if p is None:
                 continue
@@ -215,6 +224,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                      and getattr(k, "_hooks", None)]:
             captured[leaf] = _run_hooks(leaf._hooks, captured[leaf], graph_mode,
                                         leaf.data.shape)
+    if observe is not None:
+        for leaf in [k for k in captured if isinstance(k, Tensor)]:
+            observe(leaf, captured[leaf], None)
     if wanted is None:  # backward(): each leaf's gradients were summed first, add them now
         _accumulate_lock.acquire()
         try:
