@@ -307,11 +307,11 @@ _PAGE = """<!DOCTYPE html>
   <p class="note">%%NOTES%% Numbers are rounded to 6 significant digits.
   Keys: &larr; / &rarr; previous / next step, space play / pause, Home / End.</p>
   <div id="controls">
-    <button id="first" title="first step (Home)">&#x23EE;</button>
+    <button id="first" title="first step (Home)">« first</button>
     <button id="prev" title="previous step (&larr;)">&#x25C0; prev</button>
     <button id="play" title="play / pause (space)">&#x25B6; play</button>
     <button id="next" title="next step (&rarr;)">next &#x25B6;</button>
-    <button id="last" title="the end: leaf gradients (End)">&#x23ED;</button>
+    <button id="last" title="the end: leaf gradients (End)">last »</button>
     <input id="slider" type="range" min="0" max="0" value="0" aria-label="step">
     <span id="pos"></span>
     <label>speed <select id="speed">
