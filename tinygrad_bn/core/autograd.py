@@ -145,7 +145,10 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         if isinstance(r, Tensor):
             _deliver_leaf(r, grads.pop(r), wanted, captured)
     # only a root can be waiting for nothing: every other node is some node's input
-    ready = [r for r in dict.fromkeys(roots) if isinstance(r, Function) and deps[r] == 0]
+    if len(roots) == 1:
+        ready = [roots[0]] if isinstance(roots[0], Function) else []
+    else:
+        ready = [r for r in dict.fromkeys(roots) if isinstance(r, Function) and deps[r] == 0]
     pop = ready.pop
     push = ready.append
     raw_mode = not graph_mode

@@ -79,9 +79,13 @@ class Primitive(Function):
         if self._graph_mode:
             return v
         T = _tensor.Tensor
-        if len(v) == 2:
+        n = len(v)
+        if n == 2:
             a, b = v
             return (a.data if isinstance(a, T) else a, b.data if isinstance(b, T) else b)
+        if n == 1:
+            a = v[0]
+            return (a.data if isinstance(a, T) else a,)
         return tuple([x.data if isinstance(x, T) else x for x in v])
 
     def output(self):

@@ -386,11 +386,24 @@ def normalize_axis(axis, ndim: int, shape=None) -> tuple:
         return _ALL_AXES[ndim] if ndim < 33 else tuple(range(ndim))
     if type(axis) is int and -ndim <= axis < ndim:  # the common case, without the checks
         return (axis % ndim,)
+    if type(axis) is tuple:  # a tuple of dims seen before (checked then)
+        try:
+            cached = _AXES_CACHE.get((axis, ndim))
+        except TypeError:  # unhashable entries: the checks below say what is wrong
+            cached = None
+        if cached is not None:
+            return cached
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = [_norm_axis(a, ndim, shape) for a in axes]
     if len(set(out)) != len(out):
         raise ValueError(f"dim {axis!r} repeats an axis")
-    return tuple(sorted(out)) if ndim else ()
+    result = tuple(sorted(out)) if ndim else ()
+    if type(axis) is tuple and len(_AXES_CACHE) < 1024 and all(type(a) is int for a in axis):
+        _AXES_CACHE[(axis, ndim)] = result
+    return result
+
+
+_AXES_CACHE: dict = {}  # (tuple of int dims, ndim) -> normalized axes
 
 
 def _shape_arg(shape) -> tuple:

@@ -181,8 +181,9 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
     empty input gives an empty output (its statistics are nan, no warning)."""
     vshape = plan.vshape
     out_dtype = x.dtype
-    xv = _up(_view(x, vshape))
-    w, b = _up(w), _up(b)
+    xv = _view(x, vshape)
+    if x.dtype is _F16:  # computed in float32, rounded once at the end (as torch)
+        xv, w, b = _up(xv), _up(w), _up(b)
     if xv.size:
         mean, var, xh, rstd = _statistics(xv, plan, stats)
     else:  # an empty input: nan statistics, quietly (as torch)
@@ -224,8 +225,10 @@ def _backward(ctx, g):
         return _graph_backward(x, w, b, g, plan, ctx.stats, need)
     xh, rstd = ctx.saved_tensors
     x, w, b = ctx.inputs()
-    dx, dw, db = _raw_backward(plan, need, ctx.stats is None, xh, rstd, _up(w),
-                               _up(_view(g, plan.vshape)))
+    gv = _view(g, plan.vshape)
+    if x.dtype is not _F16:
+        return _raw_backward(plan, need, ctx.stats is None, xh, rstd, w, gv)
+    dx, dw, db = _raw_backward(plan, need, ctx.stats is None, xh, rstd, _up(w), _up(gv))
     # float16 inputs were computed in float32: each gradient in its input's dtype
     return (_cast(dx, x), _cast(dw, w), _cast(db, b))
 
