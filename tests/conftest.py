@@ -1,7 +1,8 @@
 """Shared test helpers.
 
-Tests that need PyTorch (the oracle) or Graphviz's ``dot`` binary skip when those are missing,
-unless TINYGRAD_BN_STRICT=1 is set (as CI does): then they fail instead of skipping.
+Tests that need PyTorch (the oracle), Graphviz's ``dot`` binary or a browser (Chromium driven by
+Playwright) skip when those are missing, unless TINYGRAD_BN_STRICT=1 is set (as CI does): then
+they fail instead of skipping.
 """
 import os
 import shutil
@@ -46,6 +47,25 @@ def dot_binary():
     if path is None:
         _missing("the Graphviz `dot` binary")
     return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium (Debian's package) driven by Playwright, with every request that
+    is not a local file or loopback blocked by the tests that use it."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright")
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        _missing("the chromium browser")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
 
 
 @pytest.fixture
