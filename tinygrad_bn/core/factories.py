@@ -127,16 +127,22 @@ def ones_like(t: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
                 requires_grad=requires_grad)
 
 
-def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
-    """Concatenate along ``dim`` (shapes equal elsewhere), with torch's type promotion;
-    differentiable."""
+def _tensors_and_dim(name: str, tensors, dim, axis) -> tuple:
+    """The inputs of ``cat``/``stack`` as Tensors, and the dim (``axis`` is NumPy's name)."""
     if axis is not None:
         if dim != 0:
             raise TypeError("got both dim= and axis=; pass one of them")
         dim = axis
     ts = [t if isinstance(t, Tensor) else Tensor._wrap(np.asarray(t), None) for t in tensors]
     if not ts:
-        raise ValueError("cat: expected a non-empty list of Tensors")
+        raise ValueError(f"{name}: expected a non-empty list of Tensors")
+    return ts, dim
+
+
+def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
+    """Concatenate along ``dim`` (shapes equal elsewhere), with torch's type promotion;
+    differentiable."""
+    ts, dim = _tensors_and_dim("cat", tensors, dim, axis)
     ref = ts[0]
     ax = _norm_axis(dim, ref.ndim, ref.shape)
     if ref.ndim == 0:
@@ -156,13 +162,7 @@ def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
 
 def stack(tensors, dim: int = 0, *, axis=None) -> Tensor:
     """Stack equal-shaped Tensors along a new axis ``dim``; differentiable."""
-    if axis is not None:
-        if dim != 0:
-            raise TypeError("got both dim= and axis=; pass one of them")
-        dim = axis
-    ts = [t if isinstance(t, Tensor) else Tensor._wrap(np.asarray(t), None) for t in tensors]
-    if not ts:
-        raise ValueError("stack: expected a non-empty list of Tensors")
+    ts, dim = _tensors_and_dim("stack", tensors, dim, axis)
     for i, t in enumerate(ts):
         if t.shape != ts[0].shape:
             raise ValueError(f"stack expects each tensor to be equal size, but got "
