@@ -110,8 +110,9 @@ def run(out_dir: str = "tinygrad_bn_out", seed: int = 0, progress: bool = True,
     echo(f"3. Pictures, written to {os.path.abspath(out_dir)}:")
     files += _write_graph(out_dir, seed, echo)
     files += _write_plots(out_dir, ds, models, histories, echo)
-    echo(f"\nDone in {time.perf_counter() - t0:.1f} s. Next: `tinygrad-bn compare`, "
-         "`tinygrad-bn graph --norm batch --out bn.svg`, `tinygrad-bn train --help`.")
+    echo(f"\nDone in {time.perf_counter() - t0:.1f} s. Next: `tinygrad-bn compare --paths`, "
+         "`tinygrad-bn graph --norm batch --steps --out bn.html` (step through backward in "
+         "a browser), `tinygrad-bn train --help`.")
     return DemoResult(histories, models, ds, comparison, files)
 
 
