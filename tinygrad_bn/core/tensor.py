@@ -685,10 +685,8 @@ class Tensor:
         graph's saved values are freed afterwards unless ``retain_graph=True``. For
         ``create_graph`` use ``tinygrad_bn.grad`` (``.grad`` is an ndarray here).
         """
-        from .autograd import backward
-
-        backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
-                 inputs=inputs)
+        _backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
+                  inputs=inputs)
 
     # -- arithmetic ----------------------------------------------------------------------
     def __add__(self, other):
@@ -1389,3 +1387,7 @@ def where(cond, a, b) -> Tensor:
     if t._ctx is not None and any(isinstance(v, Tensor) and v.dtype != rt for v in (a, b)):
         t._ctx._mixed = True
     return t
+
+
+# autograd.py builds on this module (it imports Tensor), so it comes in last
+from .autograd import backward as _backward  # noqa: E402
