@@ -231,13 +231,18 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         for leaf in [k for k in captured if isinstance(k, Tensor)]:
             observe(leaf, captured[leaf], None)
     if wanted is None:  # backward(): each leaf's gradients were summed first, add them now
-        _accumulate_lock.acquire()
-        try:
-            for leaf, g in captured.items():
-                _accumulate_grad(leaf, g)
-        finally:
-            _accumulate_lock.release()
+        _accumulate_all(captured)
     return captured
+
+
+def _accumulate_all(grads: dict) -> None:
+    """Add each leaf's gradient of this pass into its ``.grad``; one thread at a time."""
+    _accumulate_lock.acquire()
+    try:
+        for leaf, g in grads.items():
+            _accumulate_grad(leaf, g)
+    finally:
+        _accumulate_lock.release()
 
 
 class _Stopping(dict):
@@ -377,12 +382,7 @@ def backward(tensor: Tensor, gradient=None, retain_graph: bool = False,
     try:
         captured = _run([key], [g], retain_graph=retain_graph, graph_mode=False, inputs=ins)
         if ins is not None:
-            _accumulate_lock.acquire()
-            try:
-                for leaf, gl in captured.items():
-                    _accumulate_grad(leaf, np.array(gl) if not gl.flags.writeable else gl)
-            finally:
-                _accumulate_lock.release()
+            _accumulate_all(captured)
     finally:
         _grad_mode.enabled = prev
 

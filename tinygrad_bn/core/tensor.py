@@ -273,6 +273,12 @@ def _broadcastable(s1: tuple, s2: tuple) -> bool:
     return True
 
 
+def _fits_in_place(shape: tuple, target: tuple) -> bool:
+    """A value of ``shape`` broadcasts to ``target`` without growing it (in-place updates)."""
+    return shape == target or (_broadcastable(target, shape)
+                               and np.broadcast_shapes(target, shape) == target)
+
+
 def _cast(x, dtype):
     return x.astype(dtype) if isinstance(x, _ndarray) and x.dtype != dtype else x
 
@@ -326,8 +332,8 @@ def _binary(fn, a, b) -> "Tensor":
 def _promote_operands(fn, ad, bd) -> tuple:
     """Cast the operands of an elementwise op to torch's result type; refuse what torch
     refuses (subtraction with bools, bool ** bool). True division of integers is float32."""
-    a_bool = isinstance(ad, (bool, np.bool_)) or getattr(ad, "dtype", None) == np.bool_
-    b_bool = isinstance(bd, (bool, np.bool_)) or getattr(bd, "dtype", None) == np.bool_
+    a_bool = _is_bool(ad)
+    b_bool = _is_bool(bd)
     if fn is ops.Sub and (a_bool or b_bool):
         raise RuntimeError(_BOOL_SUB)
     if fn is ops.Pow and a_bool and b_bool and isinstance(bd, np.ndarray):
@@ -849,13 +855,11 @@ class Tensor:
                 f"{a.dtype}; write it out of place (x = x {op_symbol(op)} y) to get a new dtype"
             )
         oshape = np.shape(od)
-        if oshape != a.shape:
-            if not _broadcastable(a.shape, oshape) or \
-                    np.broadcast_shapes(a.shape, oshape) != a.shape:
-                raise ValueError(
-                    f"in-place {op}: a value of shape {oshape} cannot update a Tensor of shape "
-                    f"{a.shape} in place (the broadcast shape would differ)"
-                )
+        if not _fits_in_place(oshape, a.shape):
+            raise ValueError(
+                f"in-place {op}: a value of shape {oshape} cannot update a Tensor of shape "
+                f"{a.shape} in place (the broadcast shape would differ)"
+            )
         ufunc(a, _cast(od, rt), out=a, casting="unsafe", dtype=rt)
         self._bump_version()
         return self
@@ -892,7 +896,7 @@ class Tensor:
         """Set every element to ``value`` (a number or a one-element Tensor) in place."""
         self._check_inplace("fill_", value)
         v = value.data if isinstance(value, Tensor) else value
-        if np.size(v) != 1 or np.ndim(v) > 0 and isinstance(value, Tensor) and value.ndim:
+        if np.size(v) != 1 or (isinstance(value, Tensor) and value.ndim):
             raise RuntimeError(f"fill_ needs a number or a 0-d Tensor, got shape {np.shape(v)}")
         self.data[...] = v
         self._bump_version()
@@ -902,8 +906,7 @@ class Tensor:
         """Copy ``src`` (broadcast to this shape, cast to this dtype) into self in place."""
         self._check_inplace("copy_", src)
         s = src.data if isinstance(src, Tensor) else np.asarray(src)
-        if s.shape != self.shape and (not _broadcastable(self.shape, s.shape)
-                                      or np.broadcast_shapes(self.shape, s.shape) != self.shape):
+        if not _fits_in_place(s.shape, self.shape):
             raise RuntimeError(f"copy_: source of shape {s.shape} cannot be broadcast to the "
                                f"Tensor's shape {self.shape}")
         np.copyto(self.data, s, casting="unsafe")
@@ -1116,9 +1119,7 @@ class Tensor:
         _need_float(self, name)
         axes = self._axes(dim, axis)
         kd = bool(_pick("keepdim", keepdim, "keepdims", keepdims, False))
-        n = 1
-        for i in axes:
-            n *= self.data.shape[i]
+        n = ops._count(self.data.shape, axes)
         if n - c <= 0:
             warnings.warn(f"{name}(): degrees of freedom is <= 0 ({n} value(s) per entry, "
                           f"correction {c}); the result is nan or inf, as in torch",
