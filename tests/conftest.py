@@ -71,3 +71,24 @@ def browser():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def interrupt_on_write(monkeypatch):
+    """``interrupt_on_write(nth)`` makes the process receive a real SIGINT (Ctrl-C) just before
+    the ``nth`` array write of ``tinygrad_bn._commit.commit``; returns the list of writes."""
+    import signal
+
+    from tinygrad_bn import _commit
+
+    def arm(nth: int) -> list:
+        real, calls = _commit._write, []
+
+        def write(dst, src, casting):
+            calls.append(1)
+            if len(calls) == nth:
+                signal.raise_signal(signal.SIGINT)
+            real(dst, src, casting)
+        monkeypatch.setattr(_commit, "_write", write)
+        return calls
+    return arm

@@ -1,15 +1,18 @@
 """Optimizers (SGD, Adam, AdamW) and learning-rate schedulers, with torch's update rules.
 
 Parameters are updated in place on ``p.data`` (NumPy), outside the graph. A step is a
-transaction (Principle 2): every gradient and parameter is checked and every new value is
-computed first; then the parameters are written and the new state swapped in, all together --
-if a write fails or is interrupted, what was already written is restored.
+transaction (Principle 2): every setting, gradient and parameter is checked first (shape,
+dtype, writable); after that the in-place arithmetic cannot fail, and Ctrl-C arriving during
+it is held until every parameter and its state have taken the step (``tinygrad_bn._commit``).
 """
 from __future__ import annotations
 
 import math
+import numbers
+
 import numpy as np
 
+from ._commit import interrupts_held
 from .core.tensor import Tensor
 
 
@@ -68,9 +71,11 @@ class Optimizer:
 
     def _pending(self):
         """``(group, p, grad)`` for each parameter with a gradient, all checked before any
-        update: the gradient has the parameter's shape, the parameter can be written."""
+        update: the group's settings are numbers, the gradient has the parameter's shape and a
+        dtype it can take, the parameter can be written."""
         out = []
         for group in self.param_groups:
+            _check_numbers(group)
             for p in group["params"]:
                 g = p.grad
                 if g is None:
@@ -81,6 +86,12 @@ class Optimizer:
                         f"{p.shape} has shape {getattr(g, 'shape', type(g).__name__)}; "
                         "nothing was updated"
                     )
+                if g.dtype != p.data.dtype and not np.can_cast(
+                        np.result_type(p.data, g), p.data.dtype, "same_kind"):
+                    raise TypeError(
+                        f"{type(self).__name__}.step: a parameter of dtype {p.data.dtype} "
+                        f"cannot take a gradient of dtype {g.dtype}; nothing was updated"
+                    )
                 if not p.data.flags.writeable:
                     raise ValueError(
                         f"{type(self).__name__}.step: a parameter of shape {p.shape} is "
@@ -88,28 +99,6 @@ class Optimizer:
                     )
                 out.append((group, p, g))
         return out
-
-    def _commit(self, updates) -> None:
-        """Write each ``(p, new data, new state or None)``: all of them or none."""
-        written, swapped = [], []
-        try:
-            for p, new, _ in updates:
-                old = p.data.copy()
-                _write(p.data, new)
-                written.append((p.data, old))
-            for p, _, st in updates:
-                if st is not None:
-                    swapped.append((id(p), self.state.get(id(p), _MISSING)))
-                    self.state[id(p)] = st
-        except BaseException:
-            for key, old in reversed(swapped):
-                if old is _MISSING:
-                    self.state.pop(key, None)
-                else:
-                    self.state[key] = old
-            for dst, old in reversed(written):
-                np.copyto(dst, old)
-            raise
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -121,12 +110,16 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
 
-_MISSING = object()
-
-
-def _write(dst: np.ndarray, src) -> None:
-    """``dst[...] = src`` (one place, so that tests can inject a failure between writes)."""
-    np.copyto(dst, src, casting="same_kind")
+def _check_numbers(group: dict) -> None:
+    """The settings a step computes with are real numbers (their values are checked when the
+    optimizer is made; torch lets a value changed later through, and so do we)."""
+    for k, v in group.items():
+        if k == "params" or isinstance(v, bool):
+            continue
+        values = v if k == "betas" and isinstance(v, tuple) and len(v) == 2 else (v,)
+        if not all(isinstance(x, numbers.Real) for x in values):
+            raise TypeError(f"optimizer setting {k}={v!r} is not a number (betas: a pair of "
+                            "numbers); nothing was updated")
 
 
 class SGD(Optimizer):
@@ -138,36 +131,37 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False):
-        if momentum < 0:
-            raise ValueError(f"invalid momentum value: {momentum}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize))
 
+    def _check(self, group: dict) -> None:
+        super()._check(group)
+        if not group["momentum"] >= 0:
+            raise ValueError(f"invalid momentum value: {group['momentum']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
     def step(self) -> None:
-        updates = []
-        for group, p, g in self._pending():
-            lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
-            wd, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
-            if maximize:
-                g = -g
-            if wd:
-                g = g + wd * p.data
-            st = None
-            if mom:
-                st = dict(self.state.get(id(p), {}))
-                buf = st.get("momentum_buffer")
-                if buf is None:
-                    buf = np.array(g, dtype=p.data.dtype)
-                else:
-                    buf = buf * mom
-                    buf += (1 - damp) * g
-                st["momentum_buffer"] = buf
-                g = g + mom * buf if nesterov else buf
-            updates.append((p, p.data - lr * g, st))
-        self._commit(updates)
+        pending = self._pending()
+        with interrupts_held():  # everything was checked: the step below runs to its end
+            for group, p, g in pending:
+                lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
+                wd, nesterov = group["weight_decay"], group["nesterov"]
+                if group["maximize"]:
+                    g = -g
+                if wd:
+                    g = g + wd * p.data
+                if mom:
+                    st = self.state.setdefault(id(p), {})
+                    buf = st.get("momentum_buffer")
+                    if buf is None:
+                        buf = st["momentum_buffer"] = np.array(g, dtype=p.data.dtype)
+                    else:
+                        buf *= mom
+                        buf += (1 - damp) * g
+                    g = g + mom * buf if nesterov else buf
+                p.data -= lr * g
 
 
 class Adam(Optimizer):
@@ -179,47 +173,46 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
                  maximize: bool = False):
-        b1, b2 = betas
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
+
+    def _check(self, group: dict) -> None:
+        super()._check(group)
+        b1, b2 = group["betas"]
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"invalid betas: {betas} (each must be in [0, 1))")
-        if not eps >= 0:
-            raise ValueError(f"invalid epsilon value: {eps}")
-        super().__init__(params, dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize))
+            raise ValueError(f"invalid betas: {group['betas']} (each must be in [0, 1))")
+        if not group["eps"] >= 0:
+            raise ValueError(f"invalid epsilon value: {group['eps']}")
 
     def step(self) -> None:
-        updates = []
-        for group, p, g in self._pending():
-            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-            wd, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
-            if maximize:
-                g = -g
-            old = self.state.get(id(p))
-            if old is None:
-                old = {"step": 0, "exp_avg": np.zeros_like(p.data),
-                       "exp_avg_sq": np.zeros_like(p.data)}
-                if amsgrad:
-                    old["max_exp_avg_sq"] = np.zeros_like(p.data)
-            st = dict(old)  # new arrays below: the old state stays intact until the commit
-            new = p.data
-            if wd:
-                if self._decoupled:
-                    new = p.data * (1 - lr * wd)
-                else:
-                    g = g + wd * p.data
-            st["step"] = t = old["step"] + 1
-            m = old["exp_avg"] * b1
-            m += (1 - b1) * g
-            v = old["exp_avg_sq"] * b2
-            v += (1 - b2) * (g * g)
-            st["exp_avg"], st["exp_avg_sq"] = m, v
-            bc1 = 1 - b1 ** t
-            bc2_sqrt = math.sqrt(1 - b2 ** t)
-            if amsgrad:
-                v = st["max_exp_avg_sq"] = np.maximum(old["max_exp_avg_sq"], v)
-            denom = np.sqrt(v) / bc2_sqrt + eps
-            updates.append((p, new - (lr / bc1) * (m / denom), st))
-        self._commit(updates)
+        pending = self._pending()
+        with interrupts_held():  # everything was checked: the step below runs to its end
+            for group, p, g in pending:
+                lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+                wd = group["weight_decay"]
+                if group["maximize"]:
+                    g = -g
+                st = self.state.get(id(p))
+                if st is None:
+                    st = self.state[id(p)] = {"step": 0, "exp_avg": np.zeros_like(p.data),
+                                              "exp_avg_sq": np.zeros_like(p.data)}
+                if wd:
+                    if self._decoupled:
+                        p.data *= 1 - lr * wd
+                    else:
+                        g = g + wd * p.data
+                st["step"] = t = st["step"] + 1
+                m, v = st["exp_avg"], st["exp_avg_sq"]
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+                if group["amsgrad"]:
+                    v = st.setdefault("max_exp_avg_sq", np.zeros_like(p.data))
+                    np.maximum(v, st["exp_avg_sq"], out=v)
+                denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps
+                p.data -= (lr / (1 - b1 ** t)) * (m / denom)
 
 
 class AdamW(Adam):

@@ -45,7 +45,8 @@ from ..core.node import scope
 from ..core.ops import Primitive
 from ..core.tensor import Tensor
 from . import fused, registry
-from .checks import (as_input, check_batch_norm, commit, compute_dtype, running_value,
+from .._commit import commit
+from .checks import (as_input, check_batch_norm, compute_dtype, running_value,
                      stat_array)
 from .modules import ChannelNormLayer
 

@@ -22,8 +22,8 @@ torch's rules followed here (checked against torch 2.13 on the CPU):
   empty input skips the check). ``rms_norm`` accepts any weight dtype.
 * **float16** inputs are normalized in float32 (torch's accumulation type) and rounded once.
 
-Running statistics are written by ``commit``, after everything else succeeded, all together
-or not at all (Principle 2).
+Running statistics are written by ``commit`` (``tinygrad_bn._commit``), after everything
+else succeeded, all together (Principle 2; an interrupt is held until both are written).
 """
 from __future__ import annotations
 
@@ -191,26 +191,6 @@ def instance_running(rm: np.ndarray, rv: np.ndarray, mean: np.ndarray, var: np.n
     bm = mean.reshape(n, c).astype(np.float64).mean(axis=0)
     bv = var.reshape(n, c).astype(np.float64).mean(axis=0) * (spatial / (spatial - 1))
     return ((rm, running_value(rm, bm, momentum)), (rv, running_value(rv, bv, momentum)))
-
-
-def _write(dst: np.ndarray, src) -> None:
-    """``dst[...] = src`` (one place, so that tests can inject a failure between writes)."""
-    np.copyto(dst, src, casting="unsafe")
-
-
-def commit(*pairs) -> None:
-    """Write each ``(array, new value)`` in place: all of them, or (if a write fails or is
-    interrupted) none -- the arrays already written are restored before re-raising."""
-    done = []
-    try:
-        for dst, src in pairs:
-            old = dst.copy()
-            _write(dst, src)
-            done.append((dst, old))
-    except BaseException:
-        for dst, old in reversed(done):
-            np.copyto(dst, old)
-        raise
 
 
 def _fits(t, shape: tuple) -> bool:

@@ -41,8 +41,9 @@ import functools
 
 import numpy as np
 
+from .._commit import commit
 from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
-                     check_layer_norm, commit, compute_dtype, instance_running, rms_eps,
+                     check_layer_norm, compute_dtype, instance_running, rms_eps,
                      running_value, stat_array)
 from ..core.ops import Primitive
 from ..core.tensor import Tensor

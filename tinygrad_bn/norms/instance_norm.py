@@ -16,7 +16,8 @@ from ..core.node import scope
 from ..core.tensor import Tensor
 from . import fused, registry
 from .batch_norm import affine, normalize, normalize_with, param_view, upcast
-from .checks import (as_input, check_instance_norm, commit, compute_dtype,
+from .._commit import commit
+from .checks import (as_input, check_instance_norm, compute_dtype,
                      instance_running,
                      stat_array)
 from .modules import ChannelNormLayer

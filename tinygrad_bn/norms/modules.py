@@ -15,7 +15,8 @@ import numpy as np
 from ..core.tensor import Tensor
 from ..nn.module import Module, Parameter
 from . import registry
-from .checks import check_writable, commit
+from .._commit import commit
+from .checks import check_writable
 
 
 def _norm_function(name: str, analytic: bool):
@@ -105,7 +106,7 @@ class ChannelNormLayer(NormLayer):
     def _call_updating(self, x: Tensor, batch_stats: bool, factor, count: bool) -> Tensor:
         """Call the norm; running statistics (and ``num_batches_tracked`` when ``count``) are
         updated together after the call succeeded, or not at all (Principle 2): the norm
-        updates copies, which are written back in one ``commit``."""
+        updates copies (C values each), which are written back in one ``commit``."""
         rm, rv = self.running_mean, self.running_var
         name = type(self).__name__
         updates = batch_stats and rm is not None
