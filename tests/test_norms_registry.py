@@ -17,7 +17,7 @@ def test_registered_norm_compares_draws_and_trains(name):
     rng = np.random.default_rng(0)
     shape, settings = entry.example(rng)
     assert compare(name, shape, **settings).ok
-    y, title = viz._norm_call(name, False, rng)
+    y, title = registry.get(name).example_call(rng)
     dot = viz.draw_graph(y)
     assert len(dot.body) > 3 and entry.label(shape, True, entry.settings(shape)) in title
     assert any(name in line or entry.composed.__name__ in line for line in dot.body)
@@ -87,7 +87,7 @@ def test_a_toy_norm_is_one_registration():
     try:
         assert "toy_norm" in registry.names() and "toy" in models.norm_names()
         assert compare("toy_norm", (4, 5)).ok
-        y, title = viz._norm_call("toy", False, np.random.default_rng(0))
+        y, title = registry.get("toy").example_call(np.random.default_rng(0))
         assert title.startswith("toy_norm") and len(viz.draw_graph(y).body) > 3
         model = models.mlp(3, [5], 2, norm="toy")
         assert any(isinstance(m, Toy) for m in model)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import tinygrad_bn
-from tinygrad_bn import Tensor, stepper, viz
+from tinygrad_bn import Tensor, viz
+from tinygrad_bn.viz import stepper
 from tinygrad_bn.cli import main as cli_main
 from tinygrad_bn.nn import functional as F
 
@@ -73,7 +74,7 @@ def test_page_is_self_contained_and_holds_the_steps(rng, tmp_path, dot_binary):
     for nid, n in data["nodes"].items():
         assert n["svg"][0] in titles, (nid, n)
     # the number of steps is the number of nodes the engine processes: every node
-    _, leaves = viz._walk([loss._ctx])
+    _, leaves = viz.Graph(loss).order, viz.Graph(loss).leaves
     n_nodes = data["meta"]["nodes"]
     assert len(data["steps"]) == n_nodes == sum(1 for k in data["nodes"] if k.startswith("n"))
     assert len(data["leaves"]) == len(leaves) == 3
@@ -94,7 +95,7 @@ def test_observed_order_is_the_engines(rng):
          inputs=list(params.values()), stop=(),
          observe=lambda n, g, r: seen.append(n) if r is not None else None)
     data = stepper.trace_backward(loss, params)
-    order, _ = viz._walk([loss._ctx])
+    order, _ = viz.Graph(loss).order, viz.Graph(loss).leaves
     ids = {f"n{i}": node for i, node in enumerate(order)}
     assert [ids[s["node"]] for s in data["steps"]] == seen
     assert len(seen) == len(order)
@@ -151,6 +152,34 @@ def test_contributions_sum_to_autograd(rng, tmp_path, dot_binary):
     for c in leaf["contribs"]:  # each contribution names the step that sent it
         assert page["steps"][c["step"]]["node"] == c["from"]
         assert steps_by_id[c["from"]] == c["step"]
+
+
+def test_the_derivations_three_terms_are_contributions(rng):
+    """The three terms of dx (through μ, through σ², direct) are what the engine sums: the
+    contribution mean sends to x, and the two that meet at x − μ (from the square, on σ²'s
+    path, and from the division into x̂). They equal grad_paths' split and sum to x.grad."""
+    loss, params = _bn(rng)
+    x = params["x"]
+    paths = tinygrad_bn.grad_paths(loss, x, via=("μ", "σ²", "x̂"))
+    data = stepper.trace_backward(loss, params, keep_arrays=True)
+    nodes, exact = data["nodes"], data["exact"]["contribs"]
+    xid = next(k for k, n in nodes.items() if n["label"] == "x")
+    did = next(k for k, n in nodes.items() if n["label"] == "x - μ")
+    by_op = {}
+    for s in data["steps"]:
+        for o in s["out"]:
+            if o["to"] in (xid, did):
+                by_op[(o["to"], nodes[s["node"]]["op"])] = s["node"]
+    order_x = [c["from"] for l in data["leaves"] if l["id"] == xid for c in l["contribs"]]
+    order_d = [c["from"] for s in data["steps"] if s["node"] == did for c in s["contribs"]]
+    via_mu = exact[xid][order_x.index(by_op[(xid, "mean")])]
+    via_var = exact[did][order_d.index(by_op[(did, "pow")])]
+    direct = exact[did][order_d.index(by_op[(did, "div")])]
+    np.testing.assert_allclose(via_mu, paths["μ"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(via_var, paths["σ²"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(direct, paths["x̂"], rtol=1e-9, atol=1e-12)
+    (gx,) = tinygrad_bn.grad(loss, [x], retain_graph=True)
+    np.testing.assert_allclose(via_mu + via_var + direct, gx.data, rtol=1e-9, atol=1e-12)
 
 
 def test_three_uses_three_contributions(rng):

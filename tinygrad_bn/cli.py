@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 
@@ -200,6 +202,116 @@ def _cmd_experiment(args) -> int:
     return 0
 
 
+def _add_graph_parser(subparsers) -> argparse.ArgumentParser:
+    """The ``graph`` command."""
+    p = subparsers.add_parser(
+        "graph",
+        help="draw the computation graph of a norm (or of a small MLP) to SVG/PNG/PDF/DOT",
+        description="Draw the graph of one normalization call, composed from primitives "
+        "(default) or fused (--analytic), or of a small MLP with its loss, annotated with "
+        "the gradient norm of every value (--mlp).",
+    )
+    from .norms import registry
+    from .viz.dot import RANKDIRS
+    from .viz.render import RENDER_FORMATS, SOURCE_FORMATS
+
+    p.add_argument("--norm", choices=registry.names(variants=False, short=True),
+                   default="batch",
+                   help="which normalization (default: batch)")
+    p.add_argument("--analytic", action="store_true",
+                   help="the fused single-node version with the hand-derived backward")
+    p.add_argument("--mlp", action="store_true",
+                   help="a small MLP (Linear, norm, ReLU, Linear) and its cross-entropy loss, "
+                   "with gradient norms")
+    p.add_argument("--out", default="graph.svg", metavar="FILE",
+                   help="output file; the format comes from its suffix: .svg, .png, .pdf, or "
+                   ".dot for the DOT source (default: graph.svg)")
+    p.add_argument("--format", choices=RENDER_FORMATS + SOURCE_FORMATS, default=None,
+                   help="output format (default: from the suffix of --out)")
+    p.add_argument("--show-grad", action="store_true",
+                   help="annotate values with gradient norms (always on with --mlp)")
+    p.add_argument("--show-data", action="store_true",
+                   help="annotate values with their mean and std")
+    p.add_argument("--collapse", action="store_true",
+                   help="draw each layer / norm call as one box")
+    p.add_argument("--rankdir", choices=RANKDIRS, default="LR",
+                   help="direction of the data flow (default: LR)")
+    p.add_argument("--steps", action="store_true",
+                   help="write an HTML page that steps through the backward pass instead "
+                   "(--out gets the suffix .html; the drawing options apply to its picture)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_cmd_graph)
+    return p
+
+
+def _mlp_loss(norm: str, analytic: bool, rng) -> tuple:
+    """A small MLP with ``norm`` after the first layer and its loss: ``(loss, model, title)``."""
+    import numpy as np
+
+    from . import nn
+    from .core.tensor import Tensor
+    from .nn import functional as F
+
+    from .models import make_norm
+
+    width = 8
+    seed = int(rng.integers(2**31))
+    norm_layer = make_norm(norm, width, analytic=analytic)
+    model = nn.Sequential(nn.Linear(2, width, rng=seed), norm_layer, nn.ReLU(),
+                          nn.Linear(width, 3, rng=seed + 1))
+    x = Tensor(rng.standard_normal((16, 2)).astype(np.float32), name="x")
+    target = rng.integers(0, 3, size=16)
+    loss = F.cross_entropy(model(x), target).named("loss")
+    kind = " (analytic)" if analytic else ""
+    return loss, model, (f"MLP 2-{width}-3 with {type(norm_layer).__name__}{kind}, cross-entropy "
+                         "loss, batch of 16: gradient norms")
+
+
+def _cmd_graph(args) -> int:
+    """``tinygrad-bn graph``: build the example graph and write it to ``args.out`` (a
+    picture, or with ``--steps`` the backward stepper page; the drawing options apply to
+    both)."""
+    import numpy as np
+
+    from .norms import registry
+    from .viz import GraphvizNotFoundError, render_backward, render_graph, trace
+    from .viz.render import format_of
+
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    steps = bool(getattr(args, "steps", False))
+    if steps and out.suffix.lower() not in (".html", ".htm"):
+        out = out.with_suffix(".html")
+    fmt = "html" if steps else format_of(out, getattr(args, "format", None))
+    show_grad = bool(getattr(args, "show_grad", False)) or args.mlp
+    show_data = bool(getattr(args, "show_data", False))
+    params = None
+    with trace() if show_data else contextlib.nullcontext():
+        if args.mlp:
+            root, params, title = _mlp_loss(args.norm, args.analytic, rng)
+        else:
+            root, title = registry.get(args.norm).example_call(rng, args.analytic)
+    seed = None
+    if not args.mlp:  # the sum of a norm's output barely depends on x: a random gradient
+        seed = rng.standard_normal(root.shape).astype(root.dtype)
+        if show_grad or steps:
+            title += "; a random upstream gradient"
+    options = dict(params=params, show_data=show_data, rankdir=args.rankdir,
+                   collapse=True if args.collapse else None)
+    try:
+        if steps:
+            render_backward(root, out, gradient=seed, title=title, show_grad=show_grad,
+                            grad_outputs=seed if show_grad else None, **options)
+        else:
+            render_graph(root, out, format=fmt, show_grad=show_grad, title=title,
+                         grad_outputs=seed if show_grad else None, **options)
+    except GraphvizNotFoundError as e:
+        print(f"tinygrad-bn graph: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({fmt})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="tinygrad-bn",
@@ -272,10 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_experiment)
 
-    from .viz import add_graph_parser, graph_main
-
-    gr = add_graph_parser(sub)
-    gr.set_defaults(func=graph_main)
+    _add_graph_parser(sub)
     return p
 
 

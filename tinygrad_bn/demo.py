@@ -118,9 +118,10 @@ def run(out_dir: str = "tinygrad_bn_out", seed: int = 0, progress: bool = True,
 
 def _write_graph(out_dir: str, seed: int, echo) -> list:
     from . import viz
+    from .norms import registry
 
     rng = np.random.default_rng(seed)
-    root, title = viz._norm_call("batch", False, rng)
+    root, title = registry.get("batch").example_call(rng)
     svg = os.path.join(out_dir, "batchnorm_graph.svg")
     try:
         viz.render_graph(root, svg, title=title)

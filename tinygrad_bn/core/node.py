@@ -25,6 +25,7 @@ class _GradMode(threading.local):
 
     enabled = True
     scope = None
+    record = None  # None, or record(node, output_array) for every node made (viz.trace)
 
 
 _grad_mode = _GradMode()
@@ -84,19 +85,15 @@ class Scope:
     """A labelled group of graph nodes (one call of a module or of a norm function).
 
     Nodes recorded while a scope is open get ``node.scope``; ``viz`` draws each scope as a
-    cluster. Scopes nest through ``parent``; each call opens a new one. ``record`` (inherited
-    from the parent) is None or a callback ``record(node, output_array)`` run for every node
-    recorded inside: ``viz.trace()`` uses it to keep statistics of intermediate values, at no
-    cost when no trace is open.
+    cluster. Scopes nest through ``parent``; each call opens a new one.
     """
 
-    __slots__ = ("label", "parent", "kind", "record")
+    __slots__ = ("label", "parent", "kind")
 
     def __init__(self, label: str, parent: "Scope | None" = None, kind: str = ""):
         self.label = label
         self.parent = parent
         self.kind = kind
-        self.record = parent.record if parent is not None else None
 
     def path(self) -> list:
         """Labels from the outermost scope to this one."""
@@ -257,6 +254,11 @@ class Function:
     def name(self) -> str:
         """The op's name as drawn in graphs (``mul``, ``matmul``, ...)."""
         return type(self).__dict__.get("op_name") or type(self).__name__.lower()
+
+    def describe(self) -> str:
+        """A short note on this node's settings for a drawing's second line (``axis=0``,
+        ``× 2``, ``perm=(1, 0)``), or "" when the op's name says it all. Ops override it."""
+        return ""
 
     def __repr__(self):
         return f"<{type(self).__name__} node, output shape {self.shape}>"

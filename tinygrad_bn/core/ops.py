@@ -38,6 +38,36 @@ class Primitive(Function):
     save_output = False  # backward reads the output (exp, tanh, sqrt, ...)
     _save_slice = None
     _keep = None  # needs_input_grad -> which saved inputs to keep (None: all)
+    symbol: str | None = None  # a binary op's sign, drawn with its constant operand
+
+    def describe(self) -> str:
+        """A reduction's axes (``axis=0``, ``axis=(0, 2)``, ``all axes``), or a binary op's
+        constant operand (``× 2``, ``^2``, ``1 / x``: its value when the node kept it)."""
+        d = self.__dict__
+        axes = d.get("axes")
+        if "keepdims" in d and isinstance(axes, tuple):  # a reduction
+            axes = tuple(int(a) for a in axes)
+            in_shape = d.get("in_shape")
+            if in_shape is not None and len(axes) > 1 and len(axes) == len(in_shape):
+                return "all axes"
+            return f"axis={axes[0]}" if len(axes) == 1 else f"axis={axes}"
+        parents = self.parents
+        if self.symbol is None or parents is None or len(parents) != 2 \
+                or (parents[0] is None) == (parents[1] is None):
+            return ""
+        i = 0 if parents[0] is None else 1  # the constant operand
+        c = "const"
+        sl, kept = self._save_slice, self._inputs
+        if sl is not None and isinstance(kept, tuple) and sl.start <= i < sl.stop \
+                and i - sl.start < len(kept):
+            v = kept[i - sl.start]
+            v = v.data if isinstance(v, _tensor.Tensor) else v
+            if isinstance(v, (int, float, np.number)) or (isinstance(v, np.ndarray)
+                                                         and v.size == 1):
+                c = f"{float(np.asarray(v).reshape(-1)[0]):.3g}"
+        if self.symbol == "^":
+            return f"^{c}" if i == 1 else f"{c}^x"
+        return f"{self.symbol} {c}" if i == 1 else f"{c} {self.symbol} x"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -186,6 +216,8 @@ def normalize_axis(axis, ndim: int, shape=None) -> tuple:
 class Add(Primitive):
     """Addition ``a + b`` (broadcasting). d/da = 1, d/db = 1."""
 
+    symbol = "+"
+
     @staticmethod
     def forward(ctx, a, b):
         return a + b
@@ -198,6 +230,8 @@ class Add(Primitive):
 class Sub(Primitive):
     """Subtraction ``a - b`` (broadcasting). d/da = 1, d/db = -1."""
 
+    symbol = "−"
+
     @staticmethod
     def forward(ctx, a, b):
         return a - b
@@ -209,6 +243,8 @@ class Sub(Primitive):
 
 class Mul(Primitive):
     """Product ``a * b`` (broadcasting). d/da = b, d/db = a."""
+
+    symbol = "×"
 
     save_inputs = (0, 1)
     save_for = ((1,), (0,))  # a is read only for d/db, b only for d/da
@@ -226,6 +262,8 @@ class Mul(Primitive):
 
 class Div(Primitive):
     """Quotient ``y = a / b``. d/da = 1/b, d/db = -a/b² = -y/b."""
+
+    symbol = "/"
 
     save_inputs = (1,)
     save_output = True
@@ -251,6 +289,8 @@ class Pow(Primitive):
     At the edges torch's values: d/da is 0 where b = 0 (not 0·inf), and d/db is 0 where
     a = 0 and b >= 0 (the limit of y·log(a), not 0·(-inf) = nan).
     """
+
+    symbol = "^"
 
     save_inputs = (0, 1)
 
@@ -797,6 +837,9 @@ class Transpose(Primitive):
     def forward(ctx, a, axes):
         ctx.axes = axes
         return np.transpose(a, axes)
+
+    def describe(self) -> str:
+        return f"perm={tuple(int(a) for a in self.axes)}"
 
     @staticmethod
     def backward(ctx, g):

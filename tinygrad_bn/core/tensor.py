@@ -157,8 +157,9 @@ def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tenso
     sc = _grad_mode.scope
     if sc is not None:
         ctx.scope = sc
-        if sc.record is not None:  # viz.trace() is open
-            sc.record(ctx, out)
+    rec = _grad_mode.record
+    if rec is not None:  # viz.trace() is open
+        rec(ctx, out)
     return t
 
 

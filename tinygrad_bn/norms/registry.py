@@ -53,6 +53,27 @@ class Norm:
         s.update(given)
         return s
 
+    def example_call(self, rng, analytic: bool = False) -> tuple:
+        """One call on the example input, as graphs and demos draw it: ``(output, title)``.
+        ``x``, ``γ`` (and ``β``) are named float32 leaves that require grad."""
+        import numpy as np
+
+        from ..core.tensor import Tensor
+
+        shape, given = self.example(rng)
+        settings = self.settings(shape, **given)
+
+        def leaf(shape, name):
+            return Tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True,
+                          name=name)
+
+        pshape = tuple(self.param_shape(shape, settings))
+        x, w = leaf(shape, "x"), leaf(pshape, "γ")
+        b = leaf(pshape, "β") if self.has_bias else None
+        y = self.call(self.derived if analytic else self.composed, x, w, b, **settings)
+        kind = "analytic (one fused node)" if analytic else "composed from primitives"
+        return y, f"{self.label(shape, True, settings)}, {kind}, x {shape}"
+
 
 _REGISTRY: dict = {}
 

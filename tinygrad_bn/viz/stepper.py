@@ -6,9 +6,8 @@ picture as ``viz.draw_graph``), the steps of the backward pass as JSON in a
 previous / play, a slider, the arrow keys and space). It needs no network and no other file.
 
 The steps are those of the engine itself, in its real processing order: ``trace_backward``
-runs ``autograd._run`` on the retained graph with an ``observe`` callback, in its quiet
-capture mode (``inputs=`` every leaf, no hooks, no ``retain_grad``), so that no ``.grad`` is
-touched and the graph stays usable. Each step records the gradient the node received (with
+runs the engine through its ``observe`` hook (``annotate.backward_steps``: the quiet capture
+mode, so that no ``.grad`` is touched and the graph stays usable). Each step records the gradient the node received (with
 the contributions it was summed from when several paths meet there), and the gradient sent
 along each edge to the node's inputs, already reduced to each input's shape as the engine
 does. Small gradients (at most 16 elements) are kept as values, larger ones as shape, norm,
@@ -25,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.autograd import _run, unbroadcast
-from .core.node import _grad_mode
-from .core.tensor import Tensor
+from ..core.tensor import Tensor
+from . import annotate
+from .dot import draw_graph
+from .model import Graph, _key
+from .render import svg_inline
 
-__all__ = ["render_backward", "trace_backward"]
+__all__ = ["render_backward", "trace_backward", "BackwardPage"]
 
 #: Gradients with at most this many elements are shown value by value.
 SMALL = 16
@@ -92,7 +93,7 @@ def _root_gradient(tensor: Tensor, gradient):
 
 
 def trace_backward(tensor: Tensor, params=None, *, gradient=None, keep_arrays: bool = False,
-                   strip: int | None = None, _builder=None) -> dict:
+                   strip: int | None = None, graph: Graph | None = None) -> dict:
     """Run the backward pass behind ``tensor`` step by step and return what happened.
 
     Nothing is modified: no ``.grad`` changes and the graph is kept (it must still exist:
@@ -105,17 +106,13 @@ def trace_backward(tensor: Tensor, params=None, *, gradient=None, keep_arrays: b
     and ``sum``), ``leaves`` (final gradient and contributions of each leaf) and ``meta``.
     Nodes have ids ``n<i>``, leaves ``x<j>``. With ``keep_arrays=True`` the result also holds
     ``"exact"``: ``{"grads": id -> ndarray, "contribs": id -> [ndarray, ...]}`` at full
-    precision (not JSON; for tests and notebooks).
+    precision (not JSON; for tests and notebooks). ``graph``: the ``viz.Graph`` of
+    ``tensor`` when already walked (and perhaps collapsed).
     """
-    from .viz import _Builder, _clean, _key, _param_names, _roots
-
     if not isinstance(tensor, Tensor):
         raise TypeError(f"render_backward: expected a Tensor, got {type(tensor).__name__}")
-    items = _roots(tensor)  # raises a clear error when tensor does not require grad
-    names = _param_names(params)
-    b = _builder if _builder is not None else _Builder(
-        items, names, show_data=False, show_grad=False, values="auto", show_saved=False)
-    order, leaves = b.order, b.leaves  # raises above if the graph was freed
+    b = graph if graph is not None else Graph(tensor, params)  # raises if freed / no grad
+    order, leaves = b.order, b.leaves
     if strip is None:
         strip = STRIP_BIG if len(order) > BIG_GRAPH else STRIP
 
@@ -131,16 +128,16 @@ def trace_backward(tensor: Tensor, params=None, *, gradient=None, keep_arrays: b
             if box not in box_ids:
                 box_ids[box] = f"box{len(box_ids)}"
             svg = [box_ids[box], f"v{i}"]
-        s = _clean(node.scope)
+        s = node.scope
         nodes[nid] = {"kind": "op", "op": node.name, "label": node.out_name or node.name,
                       "shape": list(node.shape), "dtype": str(node.dtype),
                       "scope": " / ".join(s.path()) if s is not None else "", "svg": svg}
     root_key = _key(tensor)
     for j, leaf in enumerate(leaves):
         lid = ids[leaf] = f"x{j}"
-        pname = names.get(id(leaf))
-        nodes[lid] = {"kind": "param" if pname is not None else "leaf",
-                      "label": pname or leaf.name or f"leaf {j}",
+        kind, name = b.kind_of_leaf(leaf)
+        nodes[lid] = {"kind": "param" if kind == "param" else "leaf",
+                      "label": name or f"leaf {j}",
                       "shape": list(leaf.data.shape), "dtype": str(leaf.data.dtype),
                       "scope": "", "svg": [f"x{j}"]}
     nodes[ids[root_key]]["root"] = True
@@ -175,16 +172,7 @@ def trace_backward(tensor: Tensor, params=None, *, gradient=None, keep_arrays: b
             pid = ids[p]
             sm = None
             if gp is not None:
-                # the engine reduces to the input's shape (and dtype) on the edge: do the same
-                shape, dtype = ((p.data.shape, p.data.dtype) if isinstance(p, Tensor)
-                                else (p.shape, p.dtype))
-                if gp.shape != shape:
-                    try:
-                        gp = unbroadcast(gp, shape)
-                    except RuntimeError:
-                        pass  # the engine raises its own error right after
-                if key._mixed and gp.dtype != dtype:
-                    gp = gp.astype(dtype)
+                gp = annotate.edge_gradient(key, p, gp)  # as the engine hands it on
                 sm = _summary(gp, strip)
                 contribs.setdefault(pid, []).append({"from": nid, "step": k, "grad": sm})
                 if keep_arrays:
@@ -193,15 +181,7 @@ def trace_backward(tensor: Tensor, params=None, *, gradient=None, keep_arrays: b
         step["out"] = outs
         steps.append(step)
 
-    prev = _grad_mode.enabled
-    _grad_mode.enabled = False
-    try:
-        # capture mode (inputs=every leaf): nothing accumulates into .grad; stop=() makes the
-        # pass quiet (no hooks, no retain_grad); retain_graph keeps the user's graph
-        _run([root_key], [g0], retain_graph=True, graph_mode=False, inputs=leaves, stop=(),
-             observe=observe)
-    finally:
-        _grad_mode.enabled = prev
+    annotate.backward_steps(b, [g0], observe)
 
     leaf_list = []
     for leaf in leaves:
@@ -218,66 +198,73 @@ def trace_backward(tensor: Tensor, params=None, *, gradient=None, keep_arrays: b
 
 
 # ------------------------------------------------------------------------------- page
-def _svg(dot) -> str:
-    """Graphviz's SVG, ready to inline in HTML (no XML prolog, no DOCTYPE, no namespaces:
-    an HTML parser puts <svg> in the SVG namespace by itself)."""
-    from .viz import GraphvizNotFoundError, _INSTALL_HINT, _check_dot, _graphviz
-
-    _check_dot()
-    graphviz = _graphviz()
-    try:
-        text = dot.pipe(format="svg").decode("utf-8")
-    except graphviz.ExecutableNotFound:
-        raise GraphvizNotFoundError(_INSTALL_HINT) from None
-    text = text[text.index("<svg"):]
-    return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", text, count=2)
-
-
 def _json_script(data: dict) -> str:
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c")  # no "</script>" can end the tag early
 
 
-def render_backward(tensor: Tensor, path, params=None, *, gradient=None,
-                    title: str | None = None) -> Path:
+class BackwardPage:
+    """The stepper page as a string (``.html``); in Jupyter it displays itself inline (an
+    ``<iframe srcdoc>``, so that its script and style stay apart from the notebook's)."""
+
+    def __init__(self, text: str, title: str):
+        self.html = text
+        self.title = title
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(self.html, encoding="utf-8")
+        return path
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe title="{html.escape(self.title)}" style="width:100%;height:760px;'
+                f'border:1px solid #ccc" srcdoc="{html.escape(self.html, quote=True)}">'
+                "</iframe>")
+
+    def __repr__(self) -> str:
+        return f"BackwardPage({self.title!r}, {len(self.html)} characters)"
+
+
+def render_backward(tensor: Tensor, path=None, params=None, *, gradient=None,
+                    title: str | None = None, timeout: float | None = 60.0,
+                    **draw_options):
     """Write one self-contained HTML page that steps through the backward pass of ``tensor``.
 
     Args:
         tensor: the output; its graph must still exist (before ``backward()``, or after
             ``backward(retain_graph=True)``). It is not modified, nor is any ``.grad``.
-        path: the HTML file to write.
-        params: optional dict ``name -> Tensor`` (or a Module): names for leaves.
+        path: the HTML file to write; None returns a ``BackwardPage`` instead, which
+            Jupyter displays inline (``page.save(path)`` writes it).
+        params: a Module, a dict ``name -> Tensor`` or ``(name, Tensor)`` pairs naming leaves.
         gradient: the upstream gradient to start from (default: ones; for an output of
             several elements that is the gradient of ``output.sum()``, as the page says).
         title: the page's heading.
+        timeout: seconds Graphviz may take to lay out the picture.
+        draw_options: ``draw_graph`` options for the picture (``collapse``, ``rankdir``,
+            ``show_data``, ``values``, ...). Past 2000 ops scopes collapse by themselves;
+            past 6000 drawn nodes the page steps through the pass without a picture.
 
-    Returns the path. Raises ``viz.GraphvizNotFoundError`` when Graphviz's ``dot`` is
-    missing (it lays out the picture).
+    Returns the path (or the page). Raises ``viz.GraphvizNotFoundError`` when Graphviz's
+    ``dot`` is missing (it lays out the picture).
     """
-    from .viz import _Builder, _param_names, _roots, draw_graph
-
-    path = Path(path)
-    items = _roots(tensor)
-    b = _Builder(items, _param_names(params), show_data=False, show_grad=False,
-                 values="auto", show_saved=False)
-    big = len(b.order) > BIG_GRAPH
-    if big:
-        b.collapse(True)
-    data = trace_backward(tensor, params, gradient=gradient, _builder=b)
-    drawn = sum(1 for n in b.order if n not in b.box_of) + len(b.leaves)
+    graph = Graph(tensor, params)
+    collapse = draw_options.pop("collapse", None)
+    if collapse is None and len(graph.order) > BIG_GRAPH:
+        collapse = True
+    graph.collapse(collapse)
+    data = trace_backward(tensor, gradient=gradient, graph=graph)
+    drawn = graph.drawn_count()
     svg = ""
     if drawn <= MAX_SVG_NODES:
-        svg = _svg(draw_graph(tensor, params=params, collapse=True if big else None))
-        data["meta"]["svg"] = True
-    else:
-        data["meta"]["svg"] = False
-    data["meta"]["collapsed"] = bool(b.box_of)
+        svg = svg_inline(draw_graph(graph, **draw_options).source, timeout)
+    data["meta"]["svg"] = bool(svg)
+    data["meta"]["collapsed"] = bool(graph.box_of)
     heading = title or f"Backward pass of {data['nodes'][data['meta']['root']]['label']}"
     data["meta"]["title"] = heading
     notes = [data["meta"]["rootNote"]]
-    if b.box_of:
-        notes.append("The graph is large: layers / norm calls are drawn as boxes; a box is "
-                     "highlighted while any of its ops is processed.")
+    if graph.box_of:
+        notes.append("Layers / norm calls are drawn as boxes; a box is highlighted while any "
+                     "of its ops is processed.")
     if not svg:
         notes.append(f"The graph has {drawn} nodes to draw, too many to lay out: steps are "
                      "shown without the picture.")
@@ -289,8 +276,8 @@ def render_backward(tensor: Tensor, path, params=None, *, gradient=None,
     # the two big parts last, so that nothing inside them is ever taken for a placeholder
     head, rest = page.split("%%SVG%%")
     rest_a, rest_b = rest.split("%%DATA%%")
-    path.write_text(head + svg + rest_a + _json_script(data) + rest_b, encoding="utf-8")
-    return path
+    result = BackwardPage(head + svg + rest_a + _json_script(data) + rest_b, heading)
+    return result if path is None else result.save(path)
 
 
 _PAGE = """<!DOCTYPE html>
@@ -376,7 +363,7 @@ table.vals td { border: 1px solid #fff; padding: 1px 4px; text-align: right; }
 _SCRIPT = r"""
 "use strict";
 (function () {
-  // ---- data: the steps serialized by tinygrad_bn.stepper --------------------------
+  // ---- data: the steps serialized by tinygrad_bn.viz.stepper-------------------------
   var D = JSON.parse(document.getElementById("backward-steps").textContent);
   var steps = D.steps, nodes = D.nodes, leaves = D.leaves, N = steps.length;
   var MANY_LEAVES = 40;  // above this, the leaf panel lists only the leaves of this step
