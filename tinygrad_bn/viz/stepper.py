@@ -291,7 +291,7 @@ _PAGE = """<!DOCTYPE html>
 <body>
 <header>
   <h1>%%TITLE%%</h1>
-  <p class="note">%%NOTES%% Numbers are rounded to 6 significant digits.
+  <p class="note">%%NOTES%% Numbers are shown to 5 significant digits.
   Keys: &larr; / &rarr; previous / next step, space play / pause, Home / End.</p>
   <div id="controls">
     <button id="first" title="first step (Home)">« first</button>
@@ -403,7 +403,7 @@ _SCRIPT = r"""
     if (typeof v === "string") return v;          // NaN, Infinity, -Infinity
     if (v === 0) return "0";
     var a = Math.abs(v);
-    return (a >= 1e4 || a < 1e-3) ? v.toExponential(3) : String(Number(v.toPrecision(5)));
+    return (a >= 1e4 || a < 1e-3) ? v.toExponential(4) : String(Number(v.toPrecision(5)));
   }
   function color(v, m) {  // diverging: blue negative, white zero, red positive
     v = Number(v);
