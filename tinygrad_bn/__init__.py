@@ -6,8 +6,9 @@ from .core.autograd import grad
 from .core.gradcheck import gradcheck, GradcheckError
 from .core.factories import (tensor, zeros, ones, full, arange, randn, rand, zeros_like,
                              ones_like, cat, stack, manual_seed)
-from .checkpoint import save, load
-from . import nn, optim, analytic, viz  # nn first: the norms' layers build on nn.Module
+from .training.checkpoint import save, load
+from . import nn, analytic, viz  # nn first: the norms' layers build on nn.Module
+from .training import optim
 from .norms import grad_paths
 
 __version__ = "0.1.0"

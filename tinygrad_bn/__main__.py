@@ -1,6 +1,6 @@
 """``python -m tinygrad_bn``: the ``tinygrad-bn`` command."""
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

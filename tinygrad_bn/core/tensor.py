@@ -972,12 +972,16 @@ class Tensor:
     def softmax(self, dim=None, *, axis=None) -> "Tensor":
         """``exp(x) / Σ exp(x)`` along ``dim``, shifted by the (constant) maximum."""
         d = _softmax_dim(self, dim, axis, "softmax")
+        if d is None:
+            return self.clone()
         e = (self - _shift(self.data, d)).exp()
         return e / e.sum(d, keepdim=True)
 
     def log_softmax(self, dim=None, *, axis=None) -> "Tensor":
         """``x - logsumexp(x)`` along ``dim``, shifted by the (constant) maximum."""
         d = _softmax_dim(self, dim, axis, "log_softmax")
+        if d is None:
+            return self.clone()
         z = self - _shift(self.data, d)
         return z - z.exp().sum(d, keepdim=True).log()
 
@@ -1353,14 +1357,18 @@ def _need_float(t: Tensor, name: str) -> None:
                            "first with .float()")
 
 
-def _softmax_dim(t: Tensor, dim, axis, name) -> int:
+def _softmax_dim(t: Tensor, dim, axis, name):
+    """The checked axis; None for an empty integer Tensor, which torch returns as it is."""
     d = _pick("dim", dim, "axis", axis)
     if d is None:
         raise TypeError(f"{name}() needs dim (e.g. x.{name}(dim=-1)), as in torch")
+    d = _norm_axis(d, t.data.ndim, t.shape)
     if t.data.dtype.kind != "f":
+        if t.data.size == 0:
+            return None
         raise NotImplementedError(f"{name}() needs a floating-point Tensor, got {t.dtype}; "
                                   "cast it first with .float()")
-    return _norm_axis(d, t.data.ndim, t.shape)
+    return d
 
 
 def _shift(x: np.ndarray, d: int) -> np.ndarray:

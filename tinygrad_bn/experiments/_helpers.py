@@ -27,7 +27,7 @@ def study_context():
 
 def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar on stderr, or None when disabled or tqdm is missing."""
-    from ..train import _progress
+    from ..training.train import _progress
 
     return _progress(total, desc, enabled)
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import data, optim
+from ..training import data, optim
 from ..diagnostics import capture, saturation
-from ..models import mlp
+from ..training.models import mlp
 from ..nn.losses import cross_entropy
 from ..core.tensor import Tensor
-from ..train import accuracy
+from ..training.train import accuracy
 from ._helpers import progress_bar, save, study_context
 
 NORMS = ("none", "batch")

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import data, nn, optim
+from .. import nn
+from ..training import data, optim
 from ..diagnostics import (GAUSSIAN_UNIT_ENTROPY, Recorder, capture, gaussian_entropy,
                            histogram_entropy)
-from ..models import mlp
-from ..train import fit
+from ..training.models import mlp
+from ..training.train import fit
 from ._helpers import progress_bar, save, study_context
 
 # name -> (norm, init_std); None is torch's default init

@@ -241,9 +241,9 @@ def _helper_demo(model, X) -> dict:
 
 def run(quick: bool = False, seed: int = 0, progress: bool = True) -> EvalModeResult:
     """Train both models, then measure inference in eval mode and in training mode."""
-    from .. import data, optim
+    from ..training import data, optim
     from ..nn.losses import cross_entropy
-    from ..train import accuracy
+    from ..training.train import accuracy
 
     s = dict(QUICK if quick else FULL)
     ds = data.load(s["dataset"], seed=seed)

@@ -270,8 +270,8 @@ def _shift(prev: list, cur: list) -> float:
 
 def _train_and_measure(label: str, ds, s: dict, seed: int, bar) -> dict:
     """One model, one seed: train for ``steps`` steps, measuring every ``every`` steps."""
-    from .. import optim
-    from ..train import accuracy
+    from ..training import optim
+    from ..training.train import accuracy
 
     model = make_model(label, ds.n_features, s["hidden"], ds.n_classes, noise=s["noise"],
                        init=s["init"], rng=seed)
@@ -319,7 +319,7 @@ def run(quick: bool = False, seed: int = 0, progress: bool = True) -> ICSResult:
     """Train the three MLPs on the same batches, for each of ``seeds`` seeds (init and batch
     order; the train/test split is fixed by ``seed``); every ``every`` steps measure ICS at
     each layer (Def. 2.1) and the input-distribution shift on a probe batch."""
-    from .. import data
+    from ..training import data
 
     s = dict(QUICK if quick else FULL)
     ds = data.load(s["dataset"], seed=seed)

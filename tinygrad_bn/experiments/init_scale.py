@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import data, nn, optim
+from .. import nn
+from ..training import data, optim
 from ..diagnostics import capture
-from ..models import mlp
-from ..train import accuracy, fit
+from ..training.models import mlp
+from ..training.train import accuracy, fit
 from ._helpers import SweepMixin, progress_bar, save, study_context
 
 STDS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import data, optim
-from ..models import mlp
-from ..train import accuracy, fit
+from ..training import data, optim
+from ..training.models import mlp
+from ..training.train import accuracy, fit
 from ._helpers import SweepMixin, progress_bar, save, study_context
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)

@@ -186,8 +186,8 @@ def top_hessian_eigenvalue(model, X, y, iterations: int = 20, seed=0) -> float:
 
 def _train_and_probe(label: str, ds, s: dict, seed: int, bar) -> dict:
     """One model, one seed: plain SGD for ``steps`` steps, probing every ``every`` steps."""
-    from .. import optim
-    from ..train import accuracy
+    from ..training import optim
+    from ..training.train import accuracy
 
     model = make_model(label, ds.n_features, s["hidden"], ds.n_classes, init=s["init"],
                        rng=seed)
@@ -227,7 +227,7 @@ def run(quick: bool = False, seed: int = 0, progress: bool = True) -> Smoothness
     """Train a deep MLP with and without BatchNorm (same init, batches and learning rate,
     plain SGD), for each of ``seeds`` seeds, and probe the landscape along the gradient every
     ``every`` steps (the train/test split is fixed by ``seed``)."""
-    from .. import data
+    from ..training import data
 
     s = dict(QUICK if quick else FULL)
     ds = data.load(s["dataset"], seed=seed)

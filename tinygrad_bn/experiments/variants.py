@@ -80,7 +80,7 @@ def make_model(norm: str, n_in: int, hidden, n_out: int, *, activation: str = "r
     """``Linear → norm → activation`` (or ``Linear → activation → norm``) per hidden width,
     then a Linear head; ``norm`` one of ``NORMS``. The same ``rng`` gives the same Linear
     weights whatever the norm."""
-    from ..models import ACTIVATIONS, make_norm
+    from ..training.models import ACTIVATIONS, make_norm
 
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
@@ -105,7 +105,7 @@ def train_one(model, ds, batch_size: int, epochs: int, lr: float, momentum: floa
               seed: int) -> list:
     """SGD with momentum for ``epochs`` passes of minibatches of ``batch_size`` (the last
     partial batch of each pass is dropped); returns the per-step losses (stops at a NaN)."""
-    from .. import optim
+    from ..training import optim
     from ..nn.losses import cross_entropy
 
     n = len(ds.y_train)
@@ -187,8 +187,8 @@ class VariantsResult:
 
 def run(quick: bool = False, seed: int = 0, progress: bool = True) -> VariantsResult:
     """Train every norm at every batch size (and seed); then the placement comparison."""
-    from .. import data
-    from ..train import accuracy
+    from ..training import data
+    from ..training.train import accuracy
 
     s = dict(QUICK if quick else FULL)
     ds = data.load(s["dataset"], seed=seed)
