@@ -3,18 +3,103 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .. import __version__
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every option's default (those that are not None or a flag's False)."""
+
+    def _get_help_string(self, action):
+        text = (action.help or "").replace("\u200b", "").strip()
+        if ("default:" in text or not action.option_strings or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return (text + " (default: %(default)s)").strip()
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message instead of usage + message."""
+    """argparse with a one-line error message instead of usage + message, and defaults
+    shown in ``--help``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        kwargs.setdefault("help", "\u200b")  # (invisible) help text, so its default shows
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message):  # pragma: no cover - exercised through main()
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class CommandError(ValueError):
+    """A command cannot run as asked: one line for the user, exit status 2."""
+
+
+# ------------------------------------------------ checks made before any work is done
+def out_folder(path: str) -> Path:
+    """The output folder ``path``, created with its parents, checked to be a writable folder.
+
+    Every command that writes files calls this (or ``out_file``) before it starts working,
+    so that a bad ``--out`` costs nothing."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"--out {path}: is a file, not a folder; give a folder to write into")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"--out {path}: cannot create the folder ({e.strerror})") from None
+    _check_writable(folder, path)
+    return folder
+
+
+def out_file(path: str) -> Path:
+    """The output file ``path``: its folder created and writable, not itself a folder."""
+    file = Path(path)
+    if file.is_dir():
+        raise CommandError(f"--out {path}: is a folder; give a file name, e.g. {file / 'x.svg'}")
+    out_folder(str(file.parent) if str(file.parent) else ".")
+    if file.exists() and not os.access(file, os.W_OK):
+        raise CommandError(f"--out {path}: the file exists and is read-only")
+    return file
+
+
+def _check_writable(folder: Path, shown: str) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tinygrad-bn-probe-")
+    except OSError as e:
+        raise CommandError(f"--out {shown}: cannot write into this folder ({e.strerror})") \
+            from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def require(module: str, extra: str, purpose: str) -> None:
+    """Import ``module`` or stop: "``purpose`` needs ``module``: pip install ...". Commands call
+    it for their optional dependencies before doing any work."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise CommandError(f"{purpose} needs {module.split('.')[0]}, which is not installed: "
+                           f"pip install 'tinygrad-bn[{extra}]'") from None
+
+
+def require_dot(purpose: str) -> None:
+    """Graphviz's ``dot`` on PATH, or stop with what to install (and the .dot way out)."""
+    if shutil.which("dot") is None:
+        raise CommandError(f"{purpose} needs Graphviz's `dot` program, which is not on PATH: "
+                           "install Graphviz (apt-get install graphviz, brew install graphviz, "
+                           "conda install -c conda-forge graphviz) or write the DOT source "
+                           "with --out FILE.dot")
 
 
 def _cmd_gradcheck(args) -> int:
@@ -31,6 +116,7 @@ def _cmd_gradcheck(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run
 
+    out_folder(args.out)
     run(out_dir=args.out, seed=args.seed, progress=not args.no_progress,
         epochs=args.epochs)
     return 0
@@ -70,59 +156,91 @@ def _finite_json(obj):
     return obj
 
 
-def _cmd_train(args) -> int:
-    import json
-    import os
+#: Learning rates when --lr is not given: torch's defaults where torch has one (Adam, AdamW).
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 
-    from ..training import checkpoint, data, optim
+
+def _cmd_train(args) -> int:
+    from ..training import data, optim
     from ..training.models import mlp
     from ..training.train import fit
 
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise CommandError(f"--momentum applies to --optimizer sgd only ({args.optimizer} "
+                           "keeps its own moving averages, with torch's betas)")
+    if args.dataset == "digits":
+        require("sklearn", "digits", "--dataset digits")
+    out = out_folder(args.out)
+    lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     ds = data.load(args.dataset, seed=args.seed)
     model = mlp(ds.n_features, args.hidden, ds.n_classes, norm=args.norm,
                 activation=args.activation, analytic=args.analytic, rng=args.seed)
     params = model.parameters()
     if args.optimizer == "sgd":
-        opt = optim.SGD(params, lr=args.lr, momentum=args.momentum,
-                        weight_decay=args.weight_decay)
+        momentum = 0.9 if args.momentum is None else args.momentum
+        opt = optim.SGD(params, lr=lr, momentum=momentum, weight_decay=args.weight_decay)
     elif args.optimizer == "adam":
-        opt = optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+        opt = optim.Adam(params, lr=lr, weight_decay=args.weight_decay)
     else:
-        opt = optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    print(f"{ds}\n{model}\n")
-    hist = fit(model, ds, opt, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-               progress=not args.no_progress, desc=f"{args.dataset}/{args.norm}")
-    os.makedirs(args.out, exist_ok=True)
-    ck = checkpoint.save(model, os.path.join(args.out, "model.npz"))
-    summary = {
-        "dataset": args.dataset, "norm": args.norm, "hidden": list(args.hidden),
-        "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs, "seed": args.seed,
-        "steps": hist.steps, "final_loss": hist.final_loss,
-        "test_accuracy": hist.final_test_acc,
-        "train_accuracy": hist.train_acc[-1] if hist.train_acc else None,
-        "diverged_at": hist.diverged_at,
-    }
-    record = {**summary, "step_loss": hist.step_loss, "eval_step": hist.eval_step,
-              "test_acc": hist.test_acc, "train_acc": hist.train_acc}
-    with open(os.path.join(args.out, "history.json"), "w") as f:
-        json.dump(_finite_json(record), f)  # NaN/inf (a diverged run) as null: strict JSON
+        opt = optim.AdamW(params, lr=lr, weight_decay=args.weight_decay)
+    print(f"{ds}\n{model}\n{type(opt).__name__} lr={lr:g}\n")
+    try:
+        hist = fit(model, ds, opt, epochs=args.epochs, batch_size=args.batch_size,
+                   seed=args.seed, progress=not args.no_progress,
+                   desc=f"{args.dataset}/{args.norm}")
+    except KeyboardInterrupt as e:
+        hist = getattr(e, "history", None)
+        written = _save_run(out, model, hist, args, lr)
+        steps = f" after {hist.steps} steps" if hist is not None else ""
+        print(f"\ninterrupted{steps}: saved the model (its last finite state) to "
+              f"{written[0]}", file=sys.stderr)
+        return 130
+    written = _save_run(out, model, hist, args, lr)
+    from .demo import SMOOTHING, smoothed_loss
+
     if hist.diverged_at is not None:
         print(hist.message)
     else:
-        print(f"final loss {hist.final_loss:.4f}, train accuracy {summary['train_accuracy']:.1%},"
-              f" test accuracy {hist.final_test_acc:.1%} after {hist.steps} steps")
-    written = [ck, os.path.join(args.out, "history.json")]
+        print(f"final loss {smoothed_loss(hist):.4f} (mean of the last "
+              f"{min(SMOOTHING, len(hist.step_loss))} steps), train accuracy "
+              f"{hist.train_acc[-1]:.1%}, test accuracy {hist.final_test_acc:.1%} after "
+              f"{hist.steps} steps")
     try:
         from .plots import plot_histories
 
-        png = os.path.join(args.out, "curves.png")
-        plot_histories({f"{args.norm} norm": hist}, png,
-                       title=f"{args.dataset}: {args.norm} norm, {args.optimizer} lr={args.lr}")
+        png = out / "curves.png"
+        plot_histories({f"{args.norm} norm": hist}, str(png),
+                       title=f"{args.dataset}: {args.norm} norm, {args.optimizer} lr={lr:g}")
         written.append(png)
-    except ImportError as e:
-        print(f"(no curves: {e})")
-    print("wrote " + ", ".join(written))
+    except ImportError:
+        print("(no curves.png: matplotlib is not installed: pip install 'tinygrad-bn[plots]')")
+    print("wrote " + ", ".join(str(w) for w in written))
     return 0 if hist.diverged_at is None else 1
+
+
+def _save_run(out: Path, model, hist, args, lr) -> list:
+    """Write ``model.npz`` and (when there is a history) ``history.json`` into ``out``."""
+    import json
+
+    from ..training import checkpoint
+    from .demo import smoothed_loss
+
+    written = [checkpoint.save(model, out / "model.npz")]
+    if hist is not None:
+        summary = {
+            "dataset": args.dataset, "norm": args.norm, "hidden": list(args.hidden),
+            "optimizer": args.optimizer, "lr": lr, "epochs": args.epochs, "seed": args.seed,
+            "steps": hist.steps, "final_loss": smoothed_loss(hist),
+            "test_accuracy": hist.final_test_acc,
+            "train_accuracy": hist.train_acc[-1] if hist.train_acc else None,
+            "diverged_at": hist.diverged_at,
+        }
+        record = {**summary, "step_loss": hist.step_loss, "eval_step": hist.eval_step,
+                  "test_acc": hist.test_acc, "train_acc": hist.train_acc}
+        with open(out / "history.json", "w") as f:
+            json.dump(_finite_json(record), f)  # NaN/inf as null: strict JSON
+        written.append(out / "history.json")
+    return written
 
 
 def _cmd_paths(args) -> int:
@@ -197,6 +315,8 @@ def _cmd_compare(args) -> int:
 def _cmd_experiment(args) -> int:
     from ..experiments import run_and_save
 
+    require("matplotlib", "plots", f"experiment {args.name} (its plot)")
+    out_folder(args.out)
     run_and_save(args.name, args.out, quick=args.quick, seed=args.seed,
                  progress=not args.no_progress)
     return 0
@@ -217,7 +337,7 @@ def _add_graph_parser(subparsers) -> argparse.ArgumentParser:
 
     p.add_argument("--norm", choices=registry.names(variants=False, short=True),
                    default="batch",
-                   help="which normalization (default: batch)")
+                   help="which normalization")
     p.add_argument("--analytic", action="store_true",
                    help="the fused single-node version with the hand-derived backward")
     p.add_argument("--mlp", action="store_true",
@@ -225,9 +345,10 @@ def _add_graph_parser(subparsers) -> argparse.ArgumentParser:
                    "with gradient norms")
     p.add_argument("--out", default="graph.svg", metavar="FILE",
                    help="output file; the format comes from its suffix: .svg, .png, .pdf, or "
-                   ".dot for the DOT source (default: graph.svg)")
+                   ".dot for the DOT source")
     p.add_argument("--format", choices=RENDER_FORMATS + SOURCE_FORMATS, default=None,
-                   help="output format (default: from the suffix of --out)")
+                   help="output format; must agree with the suffix of --out (None: the "
+                   "suffix decides; a name without a suffix gets this one)")
     p.add_argument("--show-grad", action="store_true",
                    help="annotate values with gradient norms (always on with --mlp)")
     p.add_argument("--show-data", action="store_true",
@@ -235,11 +356,11 @@ def _add_graph_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--collapse", action="store_true",
                    help="draw each layer / norm call as one box")
     p.add_argument("--rankdir", choices=RANKDIRS, default="LR",
-                   help="direction of the data flow (default: LR)")
+                   help="direction of the data flow")
     p.add_argument("--steps", action="store_true",
                    help="write an HTML page that steps through the backward pass instead "
                    "(--out gets the suffix .html; the drawing options apply to its picture)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=_cmd_graph)
     return p
 
@@ -277,12 +398,31 @@ def _cmd_graph(args) -> int:
     from ..viz import GraphvizNotFoundError, render_backward, render_graph, trace
     from ..viz.render import format_of
 
-    rng = np.random.default_rng(args.seed)
     out = Path(args.out)
     steps = bool(getattr(args, "steps", False))
-    if steps and out.suffix.lower() not in (".html", ".htm"):
-        out = out.with_suffix(".html")
-    fmt = "html" if steps else format_of(out, getattr(args, "format", None))
+    fmt = getattr(args, "format", None)
+    suffix = out.suffix.lower().lstrip(".")
+    if steps:
+        if fmt is not None:
+            raise CommandError("--format does not apply with --steps (the page is HTML)")
+        if suffix not in ("html", "htm"):
+            out = out.with_suffix(".html")
+        fmt = "html"
+    elif fmt is None:
+        fmt = format_of(out, None) if suffix else "svg"
+        if not suffix:
+            out = out.with_suffix(".svg")
+    elif not suffix:
+        out = out.with_suffix("." + fmt)
+    elif suffix != fmt:
+        raise CommandError(f"--format {fmt} and --out {args.out} disagree; name the file "
+                           f"{out.with_suffix('.' + fmt).name}, or drop --format")
+    else:
+        fmt = format_of(out, fmt)
+    if fmt not in ("dot", "gv"):
+        require_dot(f"--out {out.name}")
+    out = out_file(str(out))
+    rng = np.random.default_rng(args.seed)
     show_grad = bool(getattr(args, "show_grad", False)) or args.mlp
     show_data = bool(getattr(args, "show_data", False))
     params = None
@@ -305,9 +445,9 @@ def _cmd_graph(args) -> int:
         else:
             render_graph(root, out, format=fmt, show_grad=show_grad, title=title,
                          grad_outputs=seed if show_grad else None, **options)
-    except GraphvizNotFoundError as e:
-        print(f"tinygrad-bn graph: error: {e}", file=sys.stderr)
-        return 1
+    except GraphvizNotFoundError:  # dot vanished between the check and its use
+        require_dot(f"--out {out.name}")
+        raise
     print(f"wrote {out} ({fmt})")
     return 0
 
@@ -323,17 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the tour: BatchNorm vs none on spirals, the gradient "
                        "three ways, graphs and plots (seconds, built-in data)")
-    d.add_argument("--out", default="tinygrad_bn_out", help="folder for the pictures "
-                   "(default ./tinygrad_bn_out)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    d.add_argument("--epochs", type=_positive(int), default=None,
-                   help="epochs per model (default 40)")
+    d.add_argument("--out", default="tinygrad_bn_out", help="folder for the pictures")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--epochs", type=_positive(int), default=40, help="epochs per model")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)
 
     g = sub.add_parser("gradcheck", help="check every primitive's gradient against central "
                        "differences and print a table")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
     g.set_defaults(func=_cmd_gradcheck)
 
     c = sub.add_parser("compare", help="autograd vs hand-derived formula vs numeric "
@@ -343,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: BatchNorm's gradient of x split into its three paths "
                    "(through μ, through σ², direct through x̂), each with its formula")
     c.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                   help="dtype of autograd and hand-derived (default float64)")
+                   help="dtype of autograd and hand-derived")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_cmd_compare)
 
@@ -356,12 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--norm", choices=NORMS, default="batch")
     t.add_argument("--analytic", action="store_true",
                    help="use the hand-derived (fused) norm layers")
-    t.add_argument("--hidden", type=_hidden, default=(64, 64),
-                   help="hidden widths, comma-separated (default 64,64)")
+    t.add_argument("--hidden", type=_hidden, default="64,64",
+                   help="hidden widths, comma-separated")
     t.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu")
     t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
-    t.add_argument("--lr", type=_positive(float), default=0.1, help="learning rate")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--lr", type=_positive(float), default=None,
+                   help="learning rate (default: 0.1 for sgd, 0.001 for adam and adamw, as "
+                   "torch)")
+    t.add_argument("--momentum", type=float, default=None,
+                   help="SGD momentum (default: 0.9; sgd only)")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--epochs", type=_positive(int), default=20)
     t.add_argument("--batch-size", type=_positive(int), default=32)

@@ -55,11 +55,21 @@ def train_pair(seed: int = 0, epochs: int | None = None, progress: bool = True,
     return ds, models, histories
 
 
+#: ``demo`` and ``train`` report the mean training loss of this many last steps.
+SMOOTHING = 20
+
+
+def smoothed_loss(hist) -> float:
+    """The mean training loss of the last ``SMOOTHING`` steps (one minibatch is noisy)."""
+    tail = hist.step_loss[-SMOOTHING:]
+    return float(np.mean(tail)) if tail else float("nan")
+
+
 def results_table(histories: dict, target: float = 0.9) -> str:
     """Side-by-side: final training loss, test accuracy, steps to reach ``target``."""
     rows = [("", *histories.keys())]
-    rows.append(("final training loss (last 20 steps)",
-                 *(_fmt(np.mean(h.step_loss[-20:])) if h.diverged_at is None else "diverged"
+    rows.append((f"final training loss (last {SMOOTHING} steps)",
+                 *(_fmt(smoothed_loss(h)) if h.diverged_at is None else "diverged"
                    for h in histories.values())))
     rows.append(("test accuracy", *(f"{h.final_test_acc:.1%}" if h.test_acc else "—"
                                     for h in histories.values())))
