@@ -10,6 +10,7 @@ from .training.checkpoint import save, load
 from . import nn, analytic, viz  # nn first: the norms' layers build on nn.Module
 from .training import optim
 from .norms import grad_paths
+from .interop import to_torch, from_torch
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,6 @@ __all__ = [
     "grad", "gradcheck", "GradcheckError", "where", "tensor", "zeros", "ones", "full", "arange",
     "randn", "rand", "zeros_like", "ones_like", "cat", "stack", "manual_seed", "save", "load",
     "grad_paths", "nn", "optim", "analytic",
-    "viz",
+    "viz", "to_torch", "from_torch",
     "__version__",
 ]
