@@ -170,6 +170,8 @@ def _cmd_train(args) -> int:
                            "keeps its own moving averages, with torch's betas)")
     if args.dataset == "digits":
         require("sklearn", "digits", "--dataset digits")
+    if args.dataset == "mnist1d":
+        require("mnist1d", "mnist1d", "--dataset mnist1d")
     out = out_folder(args.out)
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     ds = data.load(args.dataset, seed=args.seed)

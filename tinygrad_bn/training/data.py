@@ -1,9 +1,13 @@
-"""Toy datasets made with NumPy and a seed, the 8×8 digits, splits and minibatches.
+"""Toy datasets made with NumPy and a seed, the 8×8 digits, MNIST-1D, splits and minibatches.
 
 Every generator returns ``(X, y)``: X float32 of shape (n, features), y int64 of shape (n,).
+Image-like sets also come with a channel axis for CNNs: ``load("digits", images=True)`` gives
+X of shape (n, 1, 8, 8), ``load("mnist1d", images=True)`` (n, 1, 40).
 """
 from __future__ import annotations
 
+import functools
+import random
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -97,6 +101,37 @@ def load_digits():
     return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
 
 
+def load_mnist1d(num_samples: int = 5000, seed: int = 42):
+    """MNIST-1D (Greydanus & Kobak, 2020): ten 1-D "digit" templates, each padded, scaled,
+    sheared, shifted and noised into a length-40 signal. Generated here by the ``mnist1d``
+    package (offline, seconds); with the defaults it is the published dataset (4,000 train,
+    1,000 test, the package's own split). Returns ``(X, y, X_test, y_test)``, X float32 of
+    shape (n, 40). Needs the ``mnist1d`` extra (``pip install 'tinygrad-bn[mnist1d]'``)."""
+    return tuple(a.copy() for a in _mnist1d(int(num_samples), int(seed)))
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d(num_samples: int, seed: int):
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise ImportError("the mnist1d dataset needs the mnist1d package: pip install "
+                          "'tinygrad-bn[mnist1d]' (or mnist1d)") from None
+    args = get_dataset_args()
+    args.num_samples, args.seed = num_samples, seed
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:  # the package seeds NumPy's and Python's global generators: leave them as they were
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    out = (d["x"].astype(np.float32), d["y"].astype(np.int64),
+           d["x_test"].astype(np.float32), d["y_test"].astype(np.int64))
+    for a in out:
+        a.flags.writeable = False  # cached: callers get copies
+    return out
+
+
 def _shuffle(X, y, rng):
     p = rng.permutation(len(y))
     return X[p].astype(np.float32), y[p]
@@ -145,7 +180,13 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        return self.X_train.shape[1]
+        """Inputs per sample: the columns of X, or (images) channels × height × width."""
+        return int(np.prod(self.X_train.shape[1:]))
+
+    @property
+    def input_shape(self) -> tuple:
+        """The shape of one sample: ``(features,)``, or ``(C, H, W)`` / ``(C, L)`` for images."""
+        return tuple(self.X_train.shape[1:])
 
     @property
     def n_classes(self) -> int:
@@ -156,14 +197,31 @@ class Dataset:
                 f"{self.n_classes} classes)")
 
 
-DATASETS = ("moons", "circles", "spirals", "blobs", "digits")
+DATASETS = ("moons", "circles", "spirals", "blobs", "digits", "mnist1d")
 
 
-def load(name: str, n: int | None = None, seed=0, test_size: float = 0.25, **kwargs) -> Dataset:
+def load(name: str, n: int | None = None, seed=0, test_size: float = 0.25,
+         images: bool = False, **kwargs) -> Dataset:
     """One of ``DATASETS`` by name, split into train and test; inputs standardized by the
-    training statistics for the toy sets."""
+    training statistics for the toy sets.
+
+    ``images=True`` (digits, mnist1d) keeps the spatial layout with one channel: X of shape
+    (n, 1, 8, 8) or (n, 1, 40), for convolutional networks. MNIST-1D keeps its published
+    split (4,000 / 1,000; ``n`` sets the total, ``seed`` is the generator's, 42 by default
+    there) and is already standardized.
+    """
     makers = {"moons": make_moons, "circles": make_circles, "spirals": make_spirals,
               "blobs": make_blobs}
+    if images and name not in ("digits", "mnist1d"):
+        raise ValueError(f"images=True applies to digits and mnist1d, not {name!r}")
+    if name == "mnist1d":
+        if kwargs:
+            raise ValueError(f"mnist1d takes no options {sorted(kwargs)}")
+        Xtr, ytr, Xte, yte = load_mnist1d(5000 if n is None else n,
+                                          42 if seed == 0 else seed)
+        if images:
+            Xtr, Xte = Xtr[:, None, :], Xte[:, None, :]
+        return Dataset(name, Xtr, ytr, Xte, yte)
     if name == "digits":
         X, y = load_digits()
     elif name in makers:
@@ -174,4 +232,6 @@ def load(name: str, n: int | None = None, seed=0, test_size: float = 0.25, **kwa
     if name != "digits":
         mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-8
         Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
+    elif images:
+        Xtr, Xte = Xtr.reshape(-1, 1, 8, 8), Xte.reshape(-1, 1, 8, 8)
     return Dataset(name, Xtr.astype(np.float32), ytr, Xte.astype(np.float32), yte)
