@@ -28,7 +28,7 @@ def test_quickstart_is_two_commands_demo_then_tests():
 def test_every_extra_is_listed_in_the_readme():
     extras = PYPROJECT["project"]["optional-dependencies"]
     table = README.split("The extras,", 1)[1].split("\n\n", 2)[1]
-    listed = set(re.findall(r"^\| `([a-z]+)` \|", table, re.M))
+    listed = set(re.findall(r"^\| `([a-z0-9]+)` \|", table, re.M))
     assert listed == set(extras)
     demo = {re.split(r"[<>=\[]", d)[0] for d in extras["demo"]}
     assert demo == {"matplotlib", "tqdm"}  # and the two core dependencies, nothing else
