@@ -58,6 +58,14 @@ def test_commands_refuse_an_unusable_folder_before_working(tmp_path, command):
     assert r.stdout == ""
 
 
+def test_a_folder_that_cannot_be_written_is_refused_before_training(tmp_path):
+    """/proc refuses new folders even to root (chmod would not stop root)."""
+    r = run(["train", "--epochs", "50", "--out", "/proc/tinygrad_bn_out", "--no-progress"],
+            tmp_path)
+    _one_line_error(r, "--out /proc/tinygrad_bn_out", "cannot create the folder")
+    assert r.stdout == ""
+
+
 def test_graph_creates_folders_like_every_command(tmp_path):
     r = run(["graph", "--out", "a/new/dir/g.dot"], tmp_path)
     assert r.returncode == 0, r.stderr
