@@ -18,7 +18,7 @@ from tinygrad_bn.nn import functional as F
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
 DTYPES = [np.float64, np.float32]
 # the layers whose constructors take dtype= (the others hold no tensors)
-DTYPED = {"Linear", "BatchNorm1d", "BatchNorm2d", "InstanceNorm1d", "InstanceNorm2d",
+DTYPED = {"Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "InstanceNorm1d", "InstanceNorm2d",
           "LayerNorm", "GroupNorm", "RMSNorm"}
 SETTINGS = ("in_features", "out_features", "p", "num_features", "eps", "momentum", "affine",
             "track_running_stats", "num_groups", "num_channels", "normalized_shape",
@@ -54,6 +54,16 @@ CASES = [
     ("rms", "RMSNorm", (6,), {}, (4, 6)),
     ("rms_2d_eps", "RMSNorm", ((3, 4),), {"eps": 1e-4}, (2, 3, 4)),
     ("rms_no_affine", "RMSNorm", (6,), {"elementwise_affine": False}, (4, 6)),
+    ("conv2d", "Conv2d", (3, 4, 3), {"padding": 1}, (2, 3, 6, 6)),
+    ("conv2d_strided_groups", "Conv2d", (4, 6, (3, 2)),
+     {"stride": 2, "dilation": (1, 2), "groups": 2, "bias": False}, (2, 4, 9, 8)),
+    ("conv2d_same", "Conv2d", (2, 2, 3), {"padding": "same"}, (1, 2, 5, 5)),
+    ("conv1d", "Conv1d", (2, 3, 5), {"stride": 2, "padding": 2}, (3, 2, 11)),
+    ("maxpool", "MaxPool2d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True},
+     (2, 3, 7, 7)),
+    ("avgpool", "AvgPool2d", (2,), {"count_include_pad": False, "padding": 1}, (2, 3, 5, 5)),
+    ("adaptive", "AdaptiveAvgPool2d", ((3, 2),), {}, (2, 3, 7, 5)),
+    ("flatten", "Flatten", (), {"start_dim": 1, "end_dim": 2}, (2, 3, 4, 5)),
 ]
 
 
@@ -381,9 +391,9 @@ def test_unsupported_types_raise_type_error(torch):
         tg.to_torch(np.zeros(3))
     with pytest.raises(TypeError, match="use from_torch"):
         tg.to_torch(torch.nn.ReLU())
-    with pytest.raises(TypeError, match=r"Conv2d \(at '0'\) has no tinygrad_bn counterpart.*"
+    with pytest.raises(TypeError, match=r"LSTM \(at '0'\) has no tinygrad_bn counterpart.*"
                                         r"Supported types: .*BatchNorm1d"):
-        tg.from_torch(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3)))
+        tg.from_torch(torch.nn.Sequential(torch.nn.LSTM(1, 1)))
 
     class TorchNet(torch.nn.Module):
         def forward(self, x):
@@ -425,3 +435,17 @@ def test_import_does_not_import_torch():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "pip install torch" in out.stdout
+
+
+def test_embedding_both_ways(torch):
+    ours = nn.Embedding(7, 3, padding_idx=-2, scale_grad_by_freq=True, dtype=np.float64)
+    theirs = tg.to_torch(ours)
+    assert type(theirs) is torch.nn.Embedding
+    assert (theirs.padding_idx, theirs.scale_grad_by_freq) == (5, True)
+    idx = np.array([[0, 5, 6], [5, 1, 1]])
+    np.testing.assert_array_equal(ours(Tensor(idx)).data,
+                                  theirs(torch.from_numpy(idx)).detach().numpy())
+    back = tg.from_torch(theirs)
+    assert (back.num_embeddings, back.embedding_dim, back.padding_idx) == (7, 3, 5)
+    np.testing.assert_array_equal(back.weight.data, ours.weight.data)
+    assert back.weight.dtype == np.float64

@@ -27,6 +27,8 @@ import numpy as np
 
 from .core import factories
 from .core.tensor import Tensor
+from .nn.conv import (AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, Embedding, Flatten,
+                      MaxPool2d)
 from .nn.layers import Dropout, Identity, Linear, ReLU, Sigmoid, Tanh
 from .nn.module import Module, Parameter, Sequential
 from .norms import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
@@ -70,6 +72,40 @@ def _layer_norm(m) -> dict:
             "bias": m.bias is not None if m.elementwise_affine else True}
 
 
+def _conv(m) -> dict:
+    """Conv1d, Conv2d."""
+    return {"in_channels": m.in_channels, "out_channels": m.out_channels,
+            "kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+            "dilation": m.dilation, "groups": m.groups, "bias": m.bias is not None,
+            "padding_mode": m.padding_mode}
+
+
+def _max_pool(m) -> dict:
+    return {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+            "dilation": m.dilation, "return_indices": m.return_indices,
+            "ceil_mode": m.ceil_mode}
+
+
+def _avg_pool(m) -> dict:
+    return {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+            "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad,
+            "divisor_override": m.divisor_override}
+
+
+def _adaptive_avg_pool(m) -> dict:
+    return {"output_size": m.output_size}
+
+
+def _flatten(m) -> dict:
+    return {"start_dim": m.start_dim, "end_dim": m.end_dim}
+
+
+def _embedding(m) -> dict:
+    return {"num_embeddings": m.num_embeddings, "embedding_dim": m.embedding_dim,
+            "padding_idx": m.padding_idx, "max_norm": m.max_norm, "norm_type": m.norm_type,
+            "scale_grad_by_freq": m.scale_grad_by_freq, "sparse": m.sparse}
+
+
 def _rms_norm(m) -> dict:
     return {"normalized_shape": tuple(m.normalized_shape), "eps": m.eps,
             "elementwise_affine": m.elementwise_affine}
@@ -84,6 +120,13 @@ _LAYERS: dict[type, tuple[str, Callable[[object], dict]]] = {
     Sigmoid: ("Sigmoid", _no_settings),
     Identity: ("Identity", _no_settings),
     Dropout: ("Dropout", _dropout),
+    Conv1d: ("Conv1d", _conv),
+    Conv2d: ("Conv2d", _conv),
+    MaxPool2d: ("MaxPool2d", _max_pool),
+    AvgPool2d: ("AvgPool2d", _avg_pool),
+    AdaptiveAvgPool2d: ("AdaptiveAvgPool2d", _adaptive_avg_pool),
+    Flatten: ("Flatten", _flatten),
+    Embedding: ("Embedding", _embedding),
     BatchNorm1d: ("BatchNorm1d", _channel_norm),
     BatchNorm2d: ("BatchNorm2d", _channel_norm),
     InstanceNorm1d: ("InstanceNorm1d", _channel_norm),
@@ -200,8 +243,10 @@ def to_torch(module: Module) -> torch.nn.Module:
     """An equivalent ``torch.nn.Module``: same classes, settings, weights, buffers and modes.
 
     Converts ``Sequential`` (nested too; a module shared by two places stays shared),
-    ``Linear``, ``ReLU``, ``Tanh``, ``Sigmoid``, ``Identity``, ``Dropout`` and the norm layers
-    (``BatchNorm1d/2d``, ``InstanceNorm1d/2d``, ``LayerNorm``, ``GroupNorm``, ``RMSNorm``).
+    ``Linear``, ``Conv1d``, ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``,
+    ``Flatten``, ``Embedding``, ``ReLU``, ``Tanh``, ``Sigmoid``, ``Identity``, ``Dropout`` and
+    the norm layers (``BatchNorm1d/2d``, ``InstanceNorm1d/2d``, ``LayerNorm``, ``GroupNorm``,
+    ``RMSNorm``).
     Every constructor setting carries over (eps, momentum incl. None, affine,
     track_running_stats, bias=False, ...), each parameter and buffer keeps its dtype and
     ``requires_grad``, and each module its train/eval mode. Values are copied: training one
