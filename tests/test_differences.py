@@ -114,3 +114,28 @@ def test_backward_inputs_accumulates_only_into_those(torch):
     (a * b * 3.0).sum().backward(inputs=[a])
     assert b.grad is None
     np.testing.assert_array_equal(a.grad, [3.0, 3.0])
+
+
+def test_conv_constructors_check_their_kernel(torch):
+    """A convolution kernel of size 0 fails when the layer is made; torch builds the layer
+    (warning that its weight has no elements) and fails at its first forward."""
+    import warnings
+
+    from tinygrad_bn import nn
+
+    with pytest.raises(ValueError, match="kernel_size must be positive"):
+        nn.Conv2d(1, 1, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = torch.nn.Conv2d(1, 1, 0)  # torch accepts it here...
+    with pytest.raises(RuntimeError):  # ...and fails at the forward
+        layer(torch.ones(1, 1, 4, 4))
+
+
+def test_one_hot_takes_any_integer_dtype(torch):
+    from tinygrad_bn.nn import functional as F
+
+    idx = np.array([0, 2, 1], dtype=np.int32)
+    np.testing.assert_array_equal(F.one_hot(Tensor(idx), 3).data, np.eye(3, dtype=np.int64)[idx])
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.one_hot(torch.tensor(idx), 3)
