@@ -24,12 +24,14 @@ import numpy as np
 from ..core import ops
 from ..core.tensor import Tensor
 from ..norms import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
+from .layers import dropout
 from .conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, embedding, max_pool2d,
                    one_hot)
 from .losses import (binary_cross_entropy_with_logits, cross_entropy, log_softmax, mse_loss,
                      softmax)
 
 __all__ = [
+    "dropout",
     "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
     "linear", "relu", "tanh", "sigmoid",
     "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits", "log_softmax", "softmax",

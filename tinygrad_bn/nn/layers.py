@@ -80,12 +80,30 @@ class Sigmoid(Module):
         return x.sigmoid()
 
 
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
+            rng=None) -> Tensor:
+    """Inverted dropout (``torch.nn.functional.dropout``): in training each element is zeroed
+    with probability ``p`` and the rest scaled by 1/(1-p), so the expected output equals the
+    input; with ``training=False`` the input itself. The mask is a constant (gradients flow
+    through the kept elements only). Any shape. ``rng``: a Generator or a seed (default: the
+    package's generator, see ``tinygrad_bn.manual_seed``)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p!r}")
+    if inplace:
+        raise ValueError("dropout(inplace=True) is not supported here: write "
+                         "x = F.dropout(x, p) instead")
+    if not training or p == 0.0:
+        return input
+    gen = generator() if rng is None else (rng if isinstance(rng, np.random.Generator)
+                                            else np.random.default_rng(rng))
+    keep = gen.random(input.shape) >= p
+    mask = np.multiply(keep, 1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=input.dtype)
+    return input * mask
+
+
 class Dropout(Module):
-    """Inverted dropout: in training each element is zeroed with probability ``p`` and the
-    rest are scaled by 1/(1-p), so the expected output equals the input; in eval mode it is
-    the identity. The mask is a constant (gradients flow through the kept elements only).
-    Any shape. ``rng``: a Generator or a seed.
-    """
+    """Inverted dropout as a layer (``F.dropout`` in training mode, the identity in eval
+    mode). ``rng``: a Generator or a seed."""
 
     def __init__(self, p: float = 0.5, *, rng=None):
         super().__init__()
@@ -95,12 +113,7 @@ class Dropout(Module):
         self.rng = None if rng is None else np.random.default_rng(rng)
 
     def forward(self, x: Tensor) -> Tensor:
-        p = self.p
-        if not self.training or p == 0.0:
-            return x
-        keep = (self.rng if self.rng is not None else generator()).random(x.shape) >= p
-        mask = np.multiply(keep, 1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=x.dtype)
-        return x * mask
+        return dropout(x, self.p, self.training, rng=self.rng)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
