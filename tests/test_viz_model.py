@@ -182,3 +182,25 @@ def test_render_backward_page_displays_inline(rng, tmp_path, dot_binary):
     out = page.save(tmp_path / "p.html")
     assert out.read_text(encoding="utf-8") == page.html
     assert viz.render_backward(y, tmp_path / "q.html").read_text(encoding="utf-8") == page.html
+
+
+def test_cnn_layers_are_one_node_each_in_drawings_and_the_stepper(rng):
+    from tinygrad_bn.viz import stepper
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    x = Tensor(rng.standard_normal((4, 1, 4, 4)).astype(np.float32))
+    loss = F.cross_entropy(model(x), np.array([0, 1, 2, 0]))
+    g = viz.Graph(loss, params=model)
+    names = [n.name for n in g.order]
+    assert names.count("conv2d") == 1 and names.count("max_pool2d") == 1
+    conv = next(n for n in g.order if n.name == "conv2d")
+    assert "3×3" in conv.describe()
+    src = viz.draw_graph(loss, params=model).source
+    assert "3×3" in src and "0.weight" in src
+    data = stepper.trace_backward(loss, model, keep_arrays=True)
+    want = tinygrad_bn.grad(loss, list(model.parameters()), retain_graph=True)
+    ids = {data["nodes"][l["id"]]["label"]: l["id"] for l in data["leaves"]}
+    for (name, _), gp in zip(model.named_parameters(), want):
+        np.testing.assert_allclose(data["exact"]["grads"][ids[name]], gp.data, rtol=1e-6,
+                                   atol=1e-8)
