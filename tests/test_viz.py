@@ -469,5 +469,5 @@ def test_cli_graph_mlp_and_errors(tmp_path, monkeypatch, capsys):
     assert _run_cli(["--mlp", "--norm", "instance", "--out", str(out)]) == 2
     assert "instance needs (N, C, L) inputs" in capsys.readouterr().err
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert _run_cli(["--out", str(tmp_path / "g.svg")]) == 1
-    assert "Install Graphviz" in capsys.readouterr().err
+    assert _run_cli(["--out", str(tmp_path / "g.svg")]) == 2
+    assert "install Graphviz" in capsys.readouterr().err
