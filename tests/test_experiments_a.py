@@ -7,19 +7,19 @@ import pytest
 
 pytest.importorskip("sklearn")  # the digits data
 
-from tinygrad_bn import experiments  # noqa: E402
+from tinygrad_bn import experiments, studies  # noqa: E402
 from tinygrad_bn.diagnostics import GAUSSIAN_UNIT_ENTROPY  # noqa: E402
-from tinygrad_bn.experiments import activations, entropy, init_scale, lr_sweep  # noqa: E402
+from tinygrad_bn.studies import activations, entropy, init, learning_rate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def lr_result():
-    return lr_sweep.run(quick=True, progress=False)
+    return learning_rate.run(quick=True, progress=False)
 
 
 @pytest.fixture(scope="module")
 def init_result():
-    return init_scale.run(quick=True, progress=False)
+    return init.run(quick=True, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,15 @@ def _figure_ok(study, result, tmp_path, n_axes):
 
 
 def test_studies_are_registered():
-    for name, mod in [("learning_rate", lr_sweep), ("init", init_scale),
+    for name, mod in [("learning_rate", learning_rate), ("init", init),
                       ("activations", activations), ("entropy", entropy)]:
-        assert experiments.get(name) is mod
+        assert studies.get(name) is mod.STUDY and mod.__name__.endswith("." + name)
         assert callable(mod.run) and callable(mod.plot) and callable(mod.summary)
+    # the old names keep working
+    from tinygrad_bn.experiments import init_scale, lr_sweep
+
+    assert lr_sweep is learning_rate and init_scale is init
+    assert experiments.get("learning_rate") is learning_rate.STUDY
 
 
 # --------------------------------------------------------------------------- learning rate
@@ -81,15 +86,15 @@ def test_bn_trains_over_a_wider_range_of_rates(lr_result):
 
 
 def test_lr_sweep_summary_and_plot(lr_result, tmp_path):
-    text = lr_sweep.summary(lr_result)
+    text = learning_rate.summary(lr_result)
     assert "Verdict:" in text and "10x" in text
-    _figure_ok(lr_sweep, lr_result, tmp_path, 2)
+    _figure_ok(learning_rate, lr_result, tmp_path, 2)
 
 
 def test_lr_sweep_is_deterministic_by_seed():
-    a = lr_sweep.run(lrs=(0.3,), epochs=1, n_seeds=1, seed=3, progress=False)
-    b = lr_sweep.run(lrs=(0.3,), epochs=1, n_seeds=1, seed=3, progress=False)
-    c = lr_sweep.run(lrs=(0.3,), epochs=1, n_seeds=1, seed=4, progress=False)
+    a = learning_rate.run(lrs=(0.3,), epochs=1, n_seeds=1, seed=3, progress=False)
+    b = learning_rate.run(lrs=(0.3,), epochs=1, n_seeds=1, seed=3, progress=False)
+    c = learning_rate.run(lrs=(0.3,), epochs=1, n_seeds=1, seed=4, progress=False)
     for n in ("none", "batch"):
         np.testing.assert_array_equal(a.final_loss[n], b.final_loss[n])
         assert not np.array_equal(a.final_loss[n], c.final_loss[n])
@@ -126,8 +131,8 @@ def test_large_init_with_bn_trains_but_worse_in_the_same_budget(init_result):
 
 
 def test_init_summary_and_plot(init_result, tmp_path):
-    assert "Verdict:" in init_scale.summary(init_result)
-    _figure_ok(init_scale, init_result, tmp_path, 3)
+    assert "Verdict:" in init.summary(init_result)
+    _figure_ok(init, init_result, tmp_path, 3)
 
 
 # --------------------------------------------------------------------------- activations
@@ -135,7 +140,7 @@ def test_activation_percentiles_are_ordered_and_bn_starts_standardized(act_resul
     r = act_result
     for n in ("none", "batch"):
         p = np.asarray(r.percentiles[n])
-        assert p.shape == (len(r.steps), r.hidden[-1], 3)
+        assert p.shape == (len(r.steps), r.config["hidden"][-1], 3)
         assert np.all(np.diff(p, axis=2) >= 0)
     p0 = np.asarray(r.percentiles["batch"])[0]
     # a standardized unit: median ~0, 15th/85th percentiles near ∓1.04 (Gaussian)
@@ -209,6 +214,7 @@ def test_entropy_records_and_summary_and_plot(ent_result, tmp_path):
     steps = np.asarray(r.steps)
     assert steps[0] == 0 and np.all(np.diff(steps) > 0)
     for name in r.configs:
-        assert np.asarray(r.entropy_gaussian[name]).shape == (len(steps), len(r.hidden))
+        assert np.asarray(r.entropy_gaussian[name]).shape == (len(steps),
+                                                              len(r.config["hidden"]))
     assert "Verdict:" in entropy.summary(r)
     _figure_ok(entropy, r, tmp_path, 6)

@@ -11,8 +11,9 @@ pytest.importorskip("sklearn")  # the digits data
 
 import tinygrad_bn as tg  # noqa: E402
 from tinygrad_bn import Tensor, nn, no_grad, optim  # noqa: E402
-from tinygrad_bn import experiments  # noqa: E402
-from tinygrad_bn.experiments import _jsonable, eval_mode, ics, smoothness, variants  # noqa: E402
+from tinygrad_bn import diagnostics, experiments, studies  # noqa: E402
+from tinygrad_bn.studies import eval_mode, ics, smoothness, variants  # noqa: E402
+from tinygrad_bn.studies.framework import to_json  # noqa: E402
 from tinygrad_bn.nn import functional as F  # noqa: E402
 from tinygrad_bn.nn.losses import cross_entropy  # noqa: E402
 
@@ -65,8 +66,12 @@ def _figure_ok(study, result, tmp_path, n_axes):
 def test_studies_are_registered():
     for name, mod in [("ics", ics), ("smoothness", smoothness), ("variants", variants),
                       ("eval_mode", eval_mode)]:
-        assert experiments.get(name) is mod
+        assert studies.get(name) is mod.STUDY and experiments.get(name) is mod.STUDY
         assert callable(mod.run) and callable(mod.plot) and callable(mod.summary)
+    # the old module paths keep working
+    from tinygrad_bn.experiments import eval_mode as old_eval_mode, ics as old_ics
+
+    assert old_eval_mode is eval_mode and old_ics is ics
 
 
 # ------------------------------------------------------------------------------------ ics
@@ -129,7 +134,7 @@ def test_step_noise():
 
 def test_ics_result_shapes(ics_result):
     r = ics_result
-    assert r.layers == list(range(2, len(r.settings["hidden"]) + 2))
+    assert r.layers == list(range(2, len(r.config["hidden"]) + 2))
     assert r.seeds == [0]
     for label in ics.LABELS:
         shape = (1, len(r.steps), len(r.layers))
@@ -137,7 +142,7 @@ def test_ics_result_shapes(ics_result):
         cos = np.asarray(r.cosine[label])
         assert cos.shape == shape and np.all(np.abs(cos) <= 1 + 1e-9)
         assert np.all(np.asarray(r.grad_norm[label]) > 0)
-        assert np.asarray(r.loss[label]).shape == (1, r.settings["steps"])
+        assert np.asarray(r.loss[label]).shape == (1, r.config["steps"])
         assert np.all(np.isfinite(r.loss[label]))
         assert np.asarray(r.shift[label]).shape == (1, len(r.steps))
     assert set(r.cosine_redrawn) == {"noisy BatchNorm"}
@@ -166,7 +171,7 @@ def test_ics_findings(ics_result):
 
 def test_ics_plot_and_json(ics_result, tmp_path):
     _figure_ok(ics, ics_result, tmp_path, 6)
-    json.dumps(_jsonable(ics_result))
+    json.dumps(to_json(ics_result), allow_nan=False)
 
 
 # ----------------------------------------------------------------------------- smoothness
@@ -239,7 +244,7 @@ def test_batchnorm_smooths_the_landscape(smooth_result):
 
 def test_smoothness_plot_and_json(smooth_result, tmp_path):
     _figure_ok(smoothness, smooth_result, tmp_path, 6)
-    json.dumps(_jsonable(smooth_result))
+    json.dumps(to_json(smooth_result), allow_nan=False)
 
 
 # ------------------------------------------------------------------------------- variants
@@ -269,7 +274,7 @@ def test_variant_models():
 def test_variants_result_shapes(var_result):
     r = var_result
     assert r.norms == list(variants.NORMS)
-    k = (r.settings["seeds"], len(r.batch_sizes))
+    k = (len(r.batch_sizes), len(r.seeds))  # (settings, seeds), as every sweep
     for norm in r.norms:
         assert np.asarray(r.test_acc[norm]).shape == k
     assert np.asarray(r.bn_batch_stats_acc).shape == k
@@ -288,7 +293,7 @@ def test_batchnorm_fails_at_batch_two_where_groupnorm_holds(var_result):
         assert acc[0] > acc.max() - 0.06, norm
         assert acc[0] > 0.85, norm
     # BatchNorm at B=2 is not rescued by using batch statistics at test time either
-    assert np.asarray(r.bn_batch_stats_acc).mean(0)[0] < 0.7
+    assert np.asarray(r.bn_batch_stats_acc).mean(1)[0] < 0.7
 
 
 def test_both_placements_work(var_result):
@@ -297,12 +302,12 @@ def test_both_placements_work(var_result):
         before, after = np.mean(d["before"]), np.mean(d["after"])
         assert before > 0.9 and after > 0.9, act
         assert abs(before - after) < 0.04, act
-    assert "Verdict on Part 7" in variants.summary(r)
+    assert "Part 7: " in variants.summary(r)
 
 
 def test_variants_plot_and_json(var_result, tmp_path):
     _figure_ok(variants, var_result, tmp_path, 3)
-    json.dumps(_jsonable(var_result))
+    json.dumps(to_json(var_result), allow_nan=False)
 
 
 # ------------------------------------------------------------------------------ eval_mode
@@ -312,20 +317,22 @@ def _bn_model():
 
 def test_check_eval_mode():
     model = _bn_model()
-    with pytest.warns(eval_mode.TrainModeInferenceWarning, match=r"model\.eval\(\)") as rec:
-        assert eval_mode.check_eval_mode(model) is False
+    with pytest.warns(diagnostics.TrainModeInferenceWarning, match=r"model\.eval\(\)") as rec:
+        assert diagnostics.check_eval_mode(model) is False
     assert rec[0].filename == __file__  # points at the caller
     assert "BatchNorm1d" in str(rec[0].message)
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert eval_mode.check_eval_mode(model) is True
+        assert diagnostics.check_eval_mode(model) is True
         # layers whose output does not depend on the mode never count
         plain = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Dropout(0.0),
                               nn.InstanceNorm1d(3), nn.ReLU())
-        assert eval_mode.check_eval_mode(plain) is True
-    assert eval_mode.train_mode_layers(eval_mode.make_model("Dropout", 6, (8, 8), 3)) == \
+        assert diagnostics.check_eval_mode(plain) is True
+    assert diagnostics.train_mode_layers(eval_mode.make_model("Dropout", 6, (8, 8), 3)) == \
         ["2", "5"]
+    # the old home of the checks still has them
+    assert eval_mode.check_eval_mode is diagnostics.check_eval_mode
 
 
 def test_inference_check_warns_on_each_forward_in_training_mode():
@@ -333,28 +340,28 @@ def test_inference_check_warns_on_each_forward_in_training_mode():
     x = Tensor(_data()[0])
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        with eval_mode.inference_check(model):
+        with diagnostics.inference_check(model):
             model(x)
             model(x)
         model(x)  # outside the block: no hook any more
-    msgs = [r for r in rec if issubclass(r.category, eval_mode.TrainModeInferenceWarning)]
+    msgs = [r for r in rec if issubclass(r.category, diagnostics.TrainModeInferenceWarning)]
     assert len(msgs) == 2
     assert "(32, 6)" in str(msgs[0].message) and msgs[0].filename == __file__
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with eval_mode.inference_check(model):
+        with diagnostics.inference_check(model):
             model(x)
 
 
 def test_watch_warns_only_for_forward_passes_under_no_grad():
     model = _bn_model()
     x = Tensor(_data()[0])
-    handle = eval_mode.watch_train_mode_inference(model)
+    handle = diagnostics.watch_train_mode_inference(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(x)  # a training forward pass (recorded): fine
-    with pytest.warns(eval_mode.TrainModeInferenceWarning):
+    with pytest.warns(diagnostics.TrainModeInferenceWarning):
         with no_grad():
             model(x)
     handle.remove()
@@ -368,10 +375,10 @@ def test_train_mode_accuracy_leaves_running_stats_alone():
     X, y = _data(64)
     model = _bn_model()
     before = _state(model)
-    eval_mode.train_mode_accuracy(model, X, y, 7)
+    diagnostics.train_mode_accuracy(model, X, y, 7)
     for u, v in zip(before, _state(model)):
         np.testing.assert_array_equal(u, v)
-    eval_mode.train_mode_accuracy(model, X, y, 7, keep_running_stats=True)
+    diagnostics.train_mode_accuracy(model, X, y, 7, keep_running_stats=True)
     assert not np.allclose(model[1].running_mean.data, before[len(list(model.parameters()))])
 
 
@@ -398,4 +405,4 @@ def test_eval_mode_findings(eval_result):
 
 def test_eval_mode_plot_and_json(eval_result, tmp_path):
     _figure_ok(eval_mode, eval_result, tmp_path, 2)
-    json.dumps(_jsonable(eval_result))
+    json.dumps(to_json(eval_result), allow_nan=False)

@@ -27,22 +27,41 @@ runs::
         fit(model, data, opt)
     t = rec.trace("1")               # a Trace of arrays over the recorded steps
     t.step, t.percentiles[:, 1], t.entropy_gaussian, t.grad_norm
+
+Evaluation mode (forgetting ``model.eval()``):
+
+- ``check_eval_mode(model)`` warns (``TrainModeInferenceWarning``) and returns False when
+  layers whose output depends on the mode (BatchNorm, InstanceNorm with running statistics,
+  Dropout with p > 0) are in training mode; ``train_mode_layers(model)`` names them;
+- ``inference_check(model)``, a context manager: inside it, each forward pass of ``model``
+  with such layers in training mode warns;
+- ``watch_train_mode_inference(model)`` keeps a hook on ``model`` that warns whenever it runs
+  under ``no_grad()`` (nothing recorded: inference) with such layers in training mode; its
+  handle's ``remove()`` takes it off;
+- ``train_mode_accuracy(model, X, y, batch_size)``: what inference in training mode scores,
+  batch by batch;
+- ``snapshot(model)``, a context manager: the model's parameters and buffers are put back
+  when the block ends.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import numpy as np
 
+from . import nn
 from .core.node import is_grad_enabled, no_grad
 from .core.tensor import Tensor
 
 __all__ = [
     "GAUSSIAN_UNIT_ENTROPY", "gaussian_entropy", "histogram_entropy", "saturation",
     "activation_kind", "layer_stats", "param_grad_norms", "capture", "resolve_layers",
-    "Trace", "Recorder",
+    "Trace", "Recorder", "TrainModeInferenceWarning", "train_mode_layers", "check_eval_mode",
+    "inference_check", "watch_train_mode_inference", "train_mode_accuracy", "snapshot",
 ]
 
 GAUSSIAN_UNIT_ENTROPY = 0.5 * math.log(2 * math.pi * math.e)  # ≈ 1.4189 nats
@@ -373,3 +392,139 @@ class Recorder:
     def traces(self) -> dict:
         """``{name: Trace}`` for every recorded layer."""
         return {n: self.trace(n) for n in self._logs}
+
+
+# --------------------------------------------------------------------------- evaluation mode
+@contextlib.contextmanager
+def snapshot(model):
+    """A block after which ``model``'s parameters and buffers (running statistics) hold the
+    values they had before it, whatever happened inside, an exception included. Yields the
+    model. Gradients are left as they are::
+
+        with snapshot(model):
+            model(Tensor(X))  # a training-mode pass: the running statistics change
+        # here they hold their old values again
+    """
+    tensors = list(model.parameters()) + list(model.buffers())
+    saved = [t.data.copy() for t in tensors]
+    try:
+        yield model
+    finally:
+        for t, value in zip(tensors, saved):
+            np.copyto(t.data, value)
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d)
+
+
+class TrainModeInferenceWarning(UserWarning):
+    """A model with mode-dependent layers (BatchNorm, Dropout, ...) in training mode is used
+    for inference: call ``model.eval()`` first."""
+
+
+def train_mode_layers(model) -> list:
+    """Names (as in ``named_modules``; "" for the model itself) of the submodules that are in
+    training mode and whose output depends on it: BatchNorm layers, InstanceNorm layers that
+    track running statistics, and Dropout with p > 0."""
+    out = []
+    for name, m in model.named_modules():
+        if not getattr(m, "training", False):
+            continue
+        if isinstance(m, _BATCH_NORMS) or (isinstance(m, _INSTANCE_NORMS)
+                                           and m.track_running_stats) \
+                or (isinstance(m, nn.Dropout) and m.p > 0):
+            out.append(name or type(m).__name__)
+    return out
+
+
+def _message(model, layers: list, shape=None) -> str:
+    kinds = sorted({type(m).__name__ for n, m in model.named_modules()
+                    if (n or type(m).__name__) in layers})
+    where = f" on a batch of shape {tuple(shape)}" if shape is not None else ""
+    listed = ", ".join(repr(n) for n in layers[:4]) + (", ..." if len(layers) > 4 else "")
+    why = []
+    if any("Norm" in k for k in kinds):
+        why.append("the norm layers normalize with this batch's statistics and overwrite their "
+                   "running averages")
+    if "Dropout" in kinds:
+        why.append("Dropout drops units at random")
+    return (f"{type(model).__name__} is used for inference{where} with {len(layers)} "
+            f"layer(s) in training mode ({', '.join(kinds)}: {listed}): {'; '.join(why)}. "
+            "Call model.eval() before inference (and model.train() to resume training).")
+
+
+def check_eval_mode(model, *, stacklevel: int = 2) -> bool:
+    """True when ``model`` is ready for inference; otherwise warn with a
+    ``TrainModeInferenceWarning`` naming the layers still in training mode and return
+    False. ``stacklevel`` as in ``warnings.warn`` (2: the caller's line)."""
+    layers = train_mode_layers(model)
+    if layers:
+        warnings.warn(_message(model, layers), TrainModeInferenceWarning,
+                      stacklevel=stacklevel)
+        return False
+    return True
+
+
+def _first_shape(inputs):
+    for a in inputs:
+        if hasattr(a, "shape"):
+            return a.shape
+    return None
+
+
+@contextlib.contextmanager
+def inference_check(model):
+    """A block of inference: each forward pass of ``model`` inside it warns
+    (``TrainModeInferenceWarning``, naming the layers and the batch shape) while
+    mode-dependent layers are in training mode. Yields the model.
+
+    >>> with inference_check(model):          # doctest: +SKIP
+    ...     logits = model(Tensor(X_test))    # warns unless model.eval() was called
+    """
+    def hook(module, inputs, output):
+        layers = train_mode_layers(module)
+        if layers:
+            warnings.warn(_message(module, layers, _first_shape(inputs)),
+                          TrainModeInferenceWarning, stacklevel=3)
+
+    with model.register_forward_hook(hook):
+        yield model
+
+
+def watch_train_mode_inference(model):
+    """Warn whenever ``model`` runs under ``no_grad()`` (inference: nothing is recorded) with
+    mode-dependent layers in training mode. Returns the hook's handle: ``.remove()`` stops
+    watching (it is also a context manager)."""
+    def hook(module, inputs, output):
+        if is_grad_enabled():
+            return
+        layers = train_mode_layers(module)
+        if layers:
+            warnings.warn(_message(module, layers, _first_shape(inputs)),
+                          TrainModeInferenceWarning, stacklevel=3)
+
+    return model.register_forward_hook(hook)
+
+
+def train_mode_accuracy(model, X, y, batch_size: int, order=None,
+                        keep_running_stats: bool = False) -> float:
+    """Accuracy of ``model`` left in training mode (what forgetting ``eval()`` gives), fed
+    ``X[order]`` in consecutive batches of ``batch_size`` under ``no_grad()``: a BatchNorm
+    model then normalizes each batch with that batch's statistics. A last batch of one sample
+    is dropped (BatchNorm cannot normalize it). Parameters and buffers are restored afterwards
+    unless ``keep_running_stats``."""
+    order = np.arange(len(y)) if order is None else np.asarray(order)
+    right = total = 0
+    with contextlib.ExitStack() as stack:
+        if not keep_running_stats:
+            stack.enter_context(snapshot(model))
+        model.train()
+        with no_grad():
+            for i in range(0, len(order), batch_size):
+                j = order[i:i + batch_size]
+                if len(j) < 2:
+                    break
+                right += int((model(Tensor(X[j])).data.argmax(1) == y[j]).sum())
+                total += len(j)
+    return right / total if total else math.nan

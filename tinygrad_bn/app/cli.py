@@ -315,7 +315,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_experiment(args) -> int:
-    from ..experiments import run_and_save
+    from ..studies import run_and_save
 
     require("matplotlib", "plots", f"experiment {args.name} (its plot)")
     out_folder(args.out)
@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
-    from ..experiments import STUDIES
+    from ..studies import STUDIES
 
     e = sub.add_parser("experiment", help="run a study that tests one of the tutorial's "
                        "claims; writes a plot and its data",

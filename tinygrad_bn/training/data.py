@@ -235,3 +235,17 @@ def load(name: str, n: int | None = None, seed=0, test_size: float = 0.25,
     elif images:
         Xtr, Xte = Xtr.reshape(-1, 1, 8, 8), Xte.reshape(-1, 1, 8, 8)
     return Dataset(name, Xtr.astype(np.float32), ytr, Xte.astype(np.float32), yte)
+
+
+def batch_stream(n: int, batch_size: int, seed=0) -> Iterator[np.ndarray]:
+    """Endless minibatch indices into ``range(n)``: reshuffled passes, the last partial batch
+    of each pass dropped. With the same ``seed`` these are the batches that
+    ``batches(..., drop_last=True)`` gives pass after pass, which is the order in which
+    ``train.fit`` draws them."""
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be between 1 and n = {n}, got {batch_size}")
+    rng = _rng(seed)
+    while True:
+        order = rng.permutation(n)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield order[i:i + batch_size]

@@ -66,3 +66,21 @@ def mlp(n_in: int, hidden, n_out: int, *, norm: str = "none", activation: str = 
                 nn.init.normal_(m.weight, 0.0, init_std, rng=rng)
                 nn.init.zeros_(m.bias)
     return model
+
+
+def mlp_of(block, n_in: int, hidden, n_out: int, *, dtype=np.float32,
+           rng=0) -> nn.Sequential:
+    """``Linear → block(width, rng)`` for each hidden width, then a ``Linear`` head: an MLP
+    whose layers after each hidden ``Linear`` are chosen by ``block``, which returns a list of
+    modules (e.g. ``[nn.BatchNorm1d(width), nn.ReLU()]``). ``rng`` is the generator the
+    ``Linear`` layers draw their weights from, passed on for blocks that need one (Dropout).
+    Input (N, n_in) -> logits (N, n_out).
+    """
+    rng = np.random.default_rng(rng)
+    layers, prev = [], n_in
+    for h in hidden:
+        layers.append(nn.Linear(prev, h, dtype=dtype, rng=rng))
+        layers.extend(block(h, rng))
+        prev = h
+    layers.append(nn.Linear(prev, n_out, dtype=dtype, rng=rng))
+    return nn.Sequential(*layers)
