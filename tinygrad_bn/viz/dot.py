@@ -9,7 +9,7 @@ import functools
 import html
 import math
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -184,10 +184,13 @@ class _GradScale:
 
 
 
-def draw_graph(root, params=None, show_data: bool = False, show_grad: bool = False,
-               rankdir: str = "LR", *, collapse=None, values: str = "auto",
-               show_saved: bool = True, legend: bool = True, grad_range=None,
-               grad_outputs=None, title: str | None = None) -> "graphviz.Digraph":
+def draw_graph(root: "Tensor | list | dict | Graph", params: "Any" = None,
+               show_data: bool = False, show_grad: bool = False, rankdir: str = "LR", *,
+               collapse: "bool | str | list | Callable | None" = None, values: str = "auto",
+               show_saved: bool = True, legend: bool = True,
+               grad_range: "tuple[float, float] | None" = None,
+               grad_outputs: "Tensor | np.ndarray | list | None" = None,
+               title: str | None = None) -> "graphviz.Digraph":
     """Draw the computation graph behind ``root`` as a ``graphviz.Digraph``.
 
     Args:

@@ -21,6 +21,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -225,9 +226,10 @@ class BackwardPage:
         return f"BackwardPage({self.title!r}, {len(self.html)} characters)"
 
 
-def render_backward(tensor: Tensor, path=None, params=None, *, gradient=None,
-                    title: str | None = None, timeout: float | None = 60.0,
-                    **draw_options):
+def render_backward(tensor: Tensor, path: "str | Path | None" = None, params: "Any" = None, *,
+                    gradient: "Tensor | np.ndarray | None" = None, title: str | None = None,
+                    timeout: float | None = 60.0,
+                    **draw_options: "Any") -> "Path | BackwardPage":
     """Write one self-contained HTML page that steps through the backward pass of ``tensor``.
 
     Args:
