@@ -189,7 +189,7 @@ def test_to_json_is_strict():
 
 def test_every_study_is_registered_under_its_module_name():
     assert list(studies.STUDIES) == ["learning_rate", "init", "activations", "entropy", "ics",
-                                     "smoothness", "variants", "eval_mode"]
+                                     "smoothness", "variants", "eval_mode", "depth"]
     for name, study in studies.STUDIES.items():
         module = getattr(studies, name)
         assert module.STUDY is study and study.name == name
