@@ -190,7 +190,7 @@ def test_to_json_is_strict():
 def test_every_study_is_registered_under_its_module_name():
     assert list(studies.STUDIES) == ["learning_rate", "init", "activations", "entropy", "ics",
                                      "smoothness", "variants", "eval_mode", "depth",
-                                     "scale_invariance"]
+                                     "scale_invariance", "regularization"]
     for name, study in studies.STUDIES.items():
         module = getattr(studies, name)
         assert module.STUDY is study and study.name == name

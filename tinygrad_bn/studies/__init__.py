@@ -15,12 +15,12 @@ prints the summary. ``--quick`` sizes run in under a minute.
 from __future__ import annotations
 
 from . import (activations, depth, entropy, eval_mode, ics, init, learning_rate,
-               scale_invariance, smoothness, variants)
+               regularization, scale_invariance, smoothness, variants)
 from .framework import Study
 
 STUDIES: dict = {m.STUDY.name: m.STUDY for m in (learning_rate, init, activations, entropy,
                                                 ics, smoothness, variants, eval_mode, depth,
-                                                scale_invariance)}
+                                                scale_invariance, regularization)}
 
 
 def get(name: str) -> Study:
