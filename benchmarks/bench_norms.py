@@ -6,6 +6,9 @@ Targets: analytic <= 1.5x hand-fused NumPy at every size and <= 1.0x PyTorch at 
 composed <= 3x hand-fused NumPy; peak memory of a forward+backward at (4096, 1024) <= 6x the
 input for composed and <= 4x for analytic (tracemalloc, which sees NumPy's allocations).
 
+Then LayerNorm (4096, 1024) over 1024 features and GroupNorm (256, 64, 256) with 8 groups,
+analytic and composed, against PyTorch.
+
 Run: python benchmarks/bench_norms.py [--quick]
 """
 from __future__ import annotations
@@ -102,6 +105,48 @@ def hips_fn(X, G, B, DY):
     return step
 
 
+def other_norms(reps: int) -> list:
+    """LayerNorm over 1024 features at (4096, 1024) and GroupNorm (256, 64, 256) with 8
+    groups: hand-derived (analytic) and composed against PyTorch, forward+backward."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    cases = [("LayerNorm 4096x1024", (4096, 1024), 1024,
+              lambda m, x, g, b: m.layer_norm(x, (1024,), g, b)),
+             ("GroupNorm 256x64x256 (8 groups)", (256, 64, 256), 64,
+              lambda m, x, g, b: m.group_norm(x, 8, g, b))]
+    rows = []
+    for name, shape, c, call in cases:
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal(shape).astype(np.float32)
+        G = rng.uniform(0.5, 1.5, c).astype(np.float32)
+        B = rng.standard_normal(c).astype(np.float32)
+        DY = rng.standard_normal(shape).astype(np.float32)
+        t = {}
+        for label, mod in (("analytic", analytic), ("composed", F)):
+            x, g, b = (Tensor(a, requires_grad=True) for a in (X, G, B))
+
+            def step(mod=mod, x=x, g=g, b=b):
+                x.grad = g.grad = b.grad = None
+                call(mod, x, g, b).backward(DY)
+            t[label] = median_time(step, repeats=reps)
+        t["torch"] = None
+        if torch is not None:
+            tx, tg, tbias = (torch.tensor(a, requires_grad=True) for a in (X, G, B))
+            tdy = torch.tensor(DY)
+
+            def tstep():
+                tx.grad = tg.grad = tbias.grad = None
+                call(torch.nn.functional, tx, tg, tbias).backward(tdy)
+            t["torch"] = median_time(tstep, repeats=reps)
+        for label in ("analytic", "composed", "torch"):
+            v = t[label]
+            rows.append([name, label, fmt_time(v), "—" if v is None or t["torch"] is None
+                         else f"{v / t['torch']:.2f}x"])
+    return rows
+
+
 def peak_ratio(step, nbytes) -> float:
     step()
     tracemalloc.start()
@@ -161,6 +206,9 @@ def main():
     print("\nTargets: analytic <= 1.5x numpy everywhere and <= 1.0x torch at 64x128; "
           "composed <= 3x numpy.\n")
     print(table(["peak memory, fwd+bwd at 4096x1024", "x input", "target"], mem))
+    print()
+    print(table(["norm", "implementation", "time", "vs torch"], other_norms(reps)))
+    print("\nTargets: analytic LayerNorm and GroupNorm <= 2.0x torch.")
 
 
 if __name__ == "__main__":

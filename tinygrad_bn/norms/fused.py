@@ -32,6 +32,11 @@ owns and saves x̂ and rstd (per statistic), which is all the raw backward reads
 ``grad(..., create_graph=True)`` the backward recomputes the same formula with Tensor ops from
 the node's graph-connected inputs, so second derivatives (Hessian-vector products) are right.
 
+Large inputs in training (at least ``_MIN_BLOCKED`` elements) go through a blocked version of
+the same kernels: cache-sized blocks of the leading axis, run on a small thread pool
+(``_threads.py``; ``TINYGRAD_BN_THREADS`` or ``OMP_NUM_THREADS`` set the thread count), with
+results that do not depend on the number of threads. See "the blocked fast path" below.
+
 These are the fast path. The readable versions — including the tutorial's boxed formula, wrong
 on purpose — are in ``batch_norm.py`` and the other family files, tested equal to these.
 """
@@ -42,6 +47,7 @@ import functools
 import numpy as np
 
 from .._commit import commit
+from . import _threads
 from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                      check_layer_norm, compute_dtype, instance_running, rms_eps,
                      running_value, stat_array)
@@ -183,6 +189,8 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
     vshape = plan.vshape
     out_dtype = x.dtype
     xv = _view(x, vshape)
+    if stats is None and xv.size >= _MIN_BLOCKED and _blockable(plan):  # blocks, threads
+        return _blocked_forward(ctx, xv, w, b, plan, running, out_dtype)
     if x.dtype is _F16:  # computed in float32, rounded once at the end (as torch)
         xv, w, b = _up(xv), _up(w), _up(b)
     if xv.size:
@@ -214,6 +222,7 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
     ctx.save_for_backward(xh, rstd)
     ctx.plan = plan
     ctx.stats = stats
+    ctx.blocked = False
     return y
 
 
@@ -227,6 +236,9 @@ def _backward(ctx, g):
     xh, rstd = ctx.saved_tensors
     x, w, b = ctx.inputs()
     gv = _view(g, plan.vshape)
+    if getattr(ctx, "blocked", False):  # float16 blocks are widened one at a time inside
+        dx, dw, db = _blocked_backward(plan, need, xh, rstd, _up(w), gv)
+        return (_cast(dx, x), _cast(dw, w), _cast(db, b))
     if x.dtype is not _F16:
         return _raw_backward(plan, need, ctx.stats is None, xh, rstd, w, gv)
     dx, dw, db = _raw_backward(plan, need, ctx.stats is None, xh, rstd, _up(w), _up(gv))
@@ -280,6 +292,272 @@ def _raw_backward(plan: _Plan, need, batch: bool, xh, rstd, w, gv):
         else:  # constant statistics: an affine map of x
             np.multiply(h, scale, out=dxv)
     return dx, dw, db
+
+
+# ------------------------------------------------------------ the blocked fast path
+# A large input is cut into blocks of its leading axis (contiguous, each small enough to stay
+# in cache), so that a block is read from memory once per phase and every operation on it
+# after the first runs in cache, instead of one pass over the whole array per operation.
+#
+# * LayerNorm, GroupNorm, InstanceNorm, RMSNorm: a block of samples holds whole statistics;
+#   mean, variance, x̂ and y (in backward Σdx̂, Σdx̂·x̂ and dx) are computed block by block.
+# * BatchNorm: the statistics run across the blocks. Phase 1 sums d = x − K and d² per block,
+#   with K the mean of the first block (a shift that keeps the sums well conditioned:
+#   (μ − K)² ≤ σ²·blocks, so the variance E[d²] − E[d]² loses at most a few bits for the
+#   block count); the per-block sums are added in float64. Phase 2 writes x̂ and y. Backward:
+#   phase 1 sums dy and dy·x̂ per block, phase 2 writes dx.
+# * Operands that are the same for every block (γ, β, and BatchNorm's statistics) are tiled
+#   to a whole block once: NumPy's loops run about 2.5x faster on operands of one shape than
+#   on a broadcast row.
+#
+# Blocks run on the thread pool of ``_threads``. Their boundaries depend only on the shape,
+# and partial results are combined in block order, so the result does not depend on the
+# number of threads.
+
+_MIN_BLOCKED = 1 << 20  # elements (4 MB of float32): smaller inputs fit in cache and take
+                        # the plain path, single-threaded (no thread overhead)
+_BLOCK_ELEMS = 1 << 18  # elements per block at most (1 MB of float32; measured best here)
+_MIN_BLOCKS = 4  # at least this many blocks (when axis 0 allows): work for every thread
+
+
+def _blocks(plan: _Plan) -> tuple:
+    """``(length, count)``: blocks of ``length`` along axis 0 (the last one shorter)."""
+    vshape = plan.vshape
+    unit = 1
+    for s in vshape[1:]:
+        unit *= s
+    length = min(max(1, _BLOCK_ELEMS // max(unit, 1)), -(-vshape[0] // _MIN_BLOCKS))
+    return length, -(-vshape[0] // length)
+
+
+def _full_rank(a, plan: _Plan):
+    """γ or β viewed with as many axes as ``vshape`` (None stays None)."""
+    if a is None:
+        return None
+    a = _view(a, plan.ashape)
+    return a.reshape((1,) * (len(plan.vshape) - a.ndim) + a.shape)
+
+
+def _cut(a, lo: int, hi: int):
+    """``a[lo:hi]`` (an array of size 1 on axis 0 is shared by every block)."""
+    return a if a is None or a.shape[0] == 1 else a[lo:hi]
+
+
+def _tile(v, bshape: tuple):
+    """``v`` (size 1 on axis 0) repeated to a contiguous block: NumPy's loops run about 2.5x
+    faster on operands of one shape than on a broadcast row."""
+    return np.ascontiguousarray(np.broadcast_to(v, bshape))
+
+
+def _tile_shared(v, bshape: tuple):
+    """γ or β (full rank) as a block: tiled when it is shared by every block (size 1 on
+    axis 0); None stays None."""
+    if v is None:
+        return None
+    return _tile(v, bshape) if v.shape[0] == 1 else v
+
+
+def _blockable(plan: _Plan) -> bool:
+    """Blocks along axis 0 work when it is not reduced, or for BatchNorm (γ constant over S,
+    centred) when it is."""
+    return 0 not in plan.raxes or (plan.gamma_const and plan.centred)
+
+
+def _affine(xhb, wb, bb, yb, tmp, ydt, out_dtype):
+    """``yb = xhb·wb + bb``; a float16 output is computed in float32 and rounded once."""
+    t = yb if ydt == out_dtype else tmp
+    if wb is not None:
+        np.multiply(xhb, wb, out=t)
+    else:
+        np.copyto(t, xhb)
+    if bb is not None:
+        np.add(t, bb, out=t)
+    if t is not yb:
+        np.copyto(yb, t, casting="unsafe")
+
+
+def _blocked_forward(ctx, xv, w, b, plan: _Plan, running, out_dtype):
+    """The forward of ``_forward`` (batch statistics), block by block."""
+    f16 = xv.dtype is _F16
+    cdt = np.dtype(np.float32) if f16 else xv.dtype  # x̂ and the statistics' dtype
+    w, b = _full_rank(_up(w), plan), _full_rank(_up(b), plan)
+    length, count = _blocks(plan)
+    rows = plan.vshape[0]
+    xh = np.empty(plan.vshape, cdt)
+    affine = w is not None or b is not None
+    ydt = np.result_type(cdt, *(p for p in (w, b) if p is not None))
+    y = np.empty(plan.vshape, out_dtype) if affine else None
+    raxes, n, eps = plan.raxes, plan.n, plan.eps
+
+    def rstd_of(v):
+        r = v + eps
+        np.sqrt(r, out=r)
+        return np.divide(1.0, r, out=r)
+
+    if 0 in raxes:  # BatchNorm: statistics across blocks
+        bshape = (length,) + plan.vshape[1:]
+        x0 = _up(xv[:length])
+        pivot = _tile(np.add.reduce(x0, axis=raxes, keepdims=True) / (plan.n * length // rows),
+                      bshape)
+
+        def phase1(i):  # Σ d and Σ d² of d = x − K, K the first block's mean
+            lo, hi = i * length, min(i * length + length, rows)
+            xb = _cut(xv, lo, hi)
+            d = np.subtract(xb, pivot[:hi - lo], dtype=cdt)
+            s1 = np.add.reduce(d, axis=raxes, keepdims=True)
+            return s1, np.einsum(plan.sub_r, d, d).reshape(s1.shape)
+
+        parts = _threads.run_blocks(phase1, count)
+        s1 = _sum_blocks([p[0].astype(np.float64) for p in parts]) / n  # E[x − K]
+        s2 = _sum_blocks([p[1].astype(np.float64) for p in parts]) / n  # E[(x − K)²]
+        mean = (pivot[:1] + s1).astype(cdt)
+        var = np.maximum(s2 - s1 * s1, 0.0).astype(cdt)
+        rstd = rstd_of(var)
+        t_mean, t_rstd = _tile(mean, bshape), _tile(rstd, bshape)
+        t_w = None if w is None else _tile(w, bshape)
+        t_b = None if b is None else _tile(b, bshape)
+
+        def phase2(i):
+            lo, hi = i * length, min(i * length + length, rows)
+            xb = _cut(xv, lo, hi)
+            xhb = xh[lo:hi]
+            r = hi - lo
+            np.subtract(xb, t_mean[:r], out=xhb, dtype=cdt)
+            np.multiply(xhb, t_rstd[:r], out=xhb)
+            if affine:
+                _affine(xhb, None if t_w is None else t_w[:r], None if t_b is None else t_b[:r],
+                        y[lo:hi], np.empty(xhb.shape, cdt) if f16 else None, ydt, out_dtype)
+
+        _threads.run_blocks(phase2, count)
+    else:  # each block holds whole statistics
+        mean = np.empty(plan.sshape, cdt) if plan.centred else None
+        var = np.empty(plan.sshape, cdt)
+        rstd = np.empty(plan.sshape, cdt)
+        bshape = (length,) + plan.vshape[1:]
+        w, b = _tile_shared(w, bshape), _tile_shared(b, bshape)
+
+        def block(i):
+            lo, hi = i * length, min(i * length + length, rows)
+            xb = _cut(xv, lo, hi)
+            if f16:
+                xb = xb.astype(np.float32)
+            xhb = xh[lo:hi]
+            if plan.centred:
+                m = np.add.reduce(xb, axis=raxes, keepdims=True)
+                m /= n
+                np.subtract(xb, m, out=xhb)
+                mean[lo:hi] = m
+                v = np.einsum(plan.sub_r, xhb, xhb)
+            else:
+                v = np.einsum(plan.sub_r, xb, xb)
+            v = v.reshape(var[lo:hi].shape)
+            v /= n
+            sq = np.empty(xhb.shape, cdt) if (affine and ydt != out_dtype) else None
+            var[lo:hi] = v
+            r = rstd_of(v)
+            rstd[lo:hi] = r
+            np.multiply(xhb if plan.centred else xb, r, out=xhb)
+            if affine:
+                r = hi - lo
+                _affine(xhb, None if w is None else w[:r], None if b is None else b[:r],
+                        y[lo:hi], sq, ydt, out_dtype)
+
+        _threads.run_blocks(block, count)
+    if running is not None:
+        running(mean, var)
+    if not affine:
+        y = xh if xh.dtype == out_dtype else xh.astype(out_dtype)
+    ctx.save_for_backward(xh, rstd)
+    ctx.plan = plan
+    ctx.stats = None
+    ctx.blocked = True
+    return _view(y, plan.xshape)
+
+
+def _sum_blocks(parts: list):
+    """The sum of equally shaped partial sums, added in block order."""
+    total = parts[0].copy()
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+def _blocked_backward(plan: _Plan, need, xh, rstd, w, gv):
+    """``_raw_backward`` (batch statistics), block by block; ``w`` in the compute dtype."""
+    wa = _full_rank(w, plan)
+    factored = plan.gamma_const
+    raxes, paxes = plan.raxes, plan.paxes
+    length, count = _blocks(plan)
+    rows = plan.vshape[0]
+    k = 1.0 / plan.n
+    dx = np.empty(plan.vshape, xh.dtype) if need[0] else None
+
+    def grad_block(i):
+        lo, hi = i * length, min(i * length + length, rows)
+        gb = _cut(gv, lo, hi)
+        return (gb.astype(np.float32) if gb.dtype is _F16 else gb), xh[lo:hi], lo, hi
+
+    def write_dx(xhb, h, shx, sh, scale, dxb):
+        """dxb = scale · (dx̂ − Σ_S dx̂ / n − x̂ · Σ_S(dx̂·x̂) / n)."""
+        np.multiply(xhb, shx * -k, out=dxb)
+        np.add(dxb, h, out=dxb)
+        if sh is not None:
+            np.subtract(dxb, sh * k, out=dxb)
+        np.multiply(dxb, scale, out=dxb)
+
+    if 0 in raxes:  # BatchNorm: Σdy, Σdy·x̂ across blocks, then dx
+        def phase1(i):
+            gb, xhb, _, _ = grad_block(i)
+            s1 = np.add.reduce(gb, axis=raxes, keepdims=True)
+            return s1, np.einsum(plan.sub_r, gb, xhb).reshape(s1.shape)
+
+        parts = _threads.run_blocks(phase1, count)
+        sh = _sum_blocks([p[0] for p in parts])  # Σ dy = dβ
+        shx = _sum_blocks([p[1] for p in parts])  # Σ dy·x̂ = dγ
+        dw = shx.reshape(plan.pshape) if need[1] else None
+        db = sh.reshape(plan.pshape) if need[2] else None
+        if need[0]:  # dx = scale · (dy − Σdy / n − x̂ · Σdy·x̂ / n)
+            bshape = (length,) + plan.vshape[1:]
+            scale = rstd if wa is None else rstd * wa
+            t_a = _tile(shx * -k, bshape)
+            t_c = _tile(sh * k, bshape)
+            t_s = _tile(scale, bshape)
+
+            def phase2(i):
+                gb, xhb, lo, hi = grad_block(i)
+                r = hi - lo
+                dxb = dx[lo:hi]
+                np.multiply(xhb, t_a[:r], out=dxb)
+                np.add(dxb, gb, out=dxb)
+                np.subtract(dxb, t_c[:r], out=dxb)
+                np.multiply(dxb, t_s[:r], out=dxb)
+
+            _threads.run_blocks(phase2, count)
+        return (None if dx is None else dx.reshape(plan.xshape)), dw, db
+
+    wa = _tile_shared(wa, (length,) + plan.vshape[1:])
+
+    def block(i):  # whole statistics per block
+        gb, xhb, lo, hi = grad_block(i)
+        wb = None if wa is None else wa[:hi - lo]
+        h = gb if (factored or wb is None) else np.multiply(gb, wb)  # dx̂ (γ factored out)
+        dwp = dbp = None
+        if need[1]:
+            dwp = np.einsum(plan.sub_p, gb, xhb)  # Σ_paxes dy·x̂ of this block
+        if need[2]:
+            dbp = np.add.reduce(gb, axis=paxes)
+        if need[0]:
+            rb = rstd[lo:hi]
+            shx = np.einsum(plan.sub_r, h, xhb).reshape(rb.shape)  # Σ_S dx̂·x̂
+            sh = np.add.reduce(h, axis=raxes, keepdims=True) if plan.centred else None
+            write_dx(xhb, h, shx, sh, rb * wb if (factored and wb is not None) else rb,
+                     dx[lo:hi])
+        return dwp, dbp
+
+    parts = _threads.run_blocks(block, count)
+    dw = _sum_blocks([p[0] for p in parts]).reshape(plan.pshape) if need[1] else None
+    db = _sum_blocks([p[1] for p in parts]).reshape(plan.pshape) if need[2] else None
+    return (None if dx is None else dx.reshape(plan.xshape)), dw, db
 
 
 def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) -> tuple:
