@@ -1,10 +1,15 @@
 """The documentation site as a reader sees it: built with mkdocs once for this module, served
 on 127.0.0.1, and every page opened in headless Chromium with every non-loopback request
 blocked. Each page must render completely offline: formulas as MathML with a size, no TeX
-left in the text, every image loaded, no console error, nothing wider than the column."""
+left in the text, every image loaded, no console error, nothing wider than the column.
+
+The pages are the markdown files of docs/ and the notebooks of notebooks/ (executed at build
+time by mkdocs-jupyter, see docs/hooks/notebooks.py); the backward stepper
+(docs/stepper/bn_backward.html) is a static page of its own, embedded in one of them."""
 import functools
 import http.server
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -18,7 +23,10 @@ from conftest import STRICT
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
+NOTEBOOKS = ROOT / "notebooks"
+# the site's pages, named by their source: docs/**/*.md, then notebooks/*.ipynb
+PAGES = (sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
+         + sorted(f"notebooks/{p.name}" for p in NOTEBOOKS.glob("*.ipynb")))
 WIDTH = 1280
 # TeX that must never reach a reader's eyes (outside code)
 RAW_TEX = re.compile(r"\$|\\(?:frac|dfrac|tfrac|hat|bar|sum|partial|sqrt|mathrm|text|begin|"
@@ -35,8 +43,8 @@ def _need(module: str) -> None:
 
 
 def _url(page: str) -> str:
-    """The site path of docs/``page`` (MkDocs' directory URLs)."""
-    stem = page[:-3]
+    """The site path of docs/``page`` or of a notebook (MkDocs' directory URLs)."""
+    stem = page.rsplit(".", 1)[0]
     if stem == "index":
         return ""
     if stem.endswith("/index"):
@@ -46,7 +54,12 @@ def _url(page: str) -> str:
 
 def _markdown(page: str) -> str:
     """The page's markdown with snippets (``--8<-- "path"``) pulled in, code and mkdocstrings'
-    ``:::`` blocks removed."""
+    ``:::`` blocks removed; for a notebook, its markdown cells."""
+    if page.endswith(".ipynb"):
+        cells = json.loads((ROOT / page).read_text(encoding="utf-8"))["cells"]
+        text = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        text = re.sub(r"^(```|~~~).*?^\1", "", text, flags=re.M | re.S)
+        return re.sub(r"`[^`\n]*`", "", text)
     text = (DOCS / page).read_text(encoding="utf-8")
     text = re.sub(r'^--8<-- "([^"]+)"\s*$',
                   lambda m: (ROOT / m.group(1)).read_text(encoding="utf-8"), text, flags=re.M)
@@ -55,22 +68,28 @@ def _markdown(page: str) -> str:
     return re.sub(r"`[^`\n]*`", "", text)
 
 
-def _display_blocks(md: str) -> int:
-    """How many ``$$ ... $$`` display formulas the markdown has."""
+def _display_blocks(md: str, page: str) -> int:
+    """How many ``$$ ... $$`` display formulas the markdown has (in a notebook they may also
+    sit inside a paragraph)."""
+    if page.endswith(".ipynb"):
+        return len(re.findall(r"\$\$.+?\$\$", md, flags=re.S))
     return sum(1 for line in md.splitlines() if line.strip().startswith("$$")) // 2
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """The site built from this tree into a temporary folder."""
-    for module in ("mkdocs", "material", "mkdocstrings", "latex2mathml", "mkdocs_glightbox"):
+    for module in ("mkdocs", "material", "mkdocstrings", "latex2mathml", "mkdocs_glightbox",
+                   "mkdocs_jupyter"):
         _need(module)
     out = tmp_path_factory.mktemp("site")
     # --no-strict: only problems of the pages themselves fail here (docs/hooks/mathml.py stops
-    # the build on a formula it cannot render); CI's `mkdocs build --strict` rejects warnings
+    # the build on a formula it cannot render, a notebook that raises stops it too); CI's
+    # `mkdocs build --strict` rejects warnings. The notebooks run at quick size (a minute or
+    # two), or come from the cache of an earlier build of the same code.
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--no-strict", "-q", "-d", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, f"mkdocs build failed:\n{done.stdout}\n{done.stderr}"
     assert "mathml.py" not in done.stderr, done.stderr
@@ -179,7 +198,7 @@ def test_page_renders_offline(browser, server, page):
     for m in maths:
         assert m["visible"] and m["w"] > 0 and m["h"] > 0, f"{page}: empty formula {m['tex']!r}"
         assert "math" in m["display"], f"{page}: MathML not laid out as math: {m}"
-    assert sum(m["block"] for m in maths) == _display_blocks(md), \
+    assert sum(m["block"] for m in maths) == _display_blocks(md, page), \
         f"{page}: display formulas rendered vs $$ blocks in the markdown"
     # every image loaded
     broken = [i["src"] for i in seen["images"] if not i["ok"]]
@@ -243,6 +262,77 @@ def test_study_figure_enlarges(browser, server):
     try:
         figure = view.locator(".md-content a.glightbox img").first
         _enlarges(view, figure)
+        assert errors == [] and outside == []
+    finally:
+        view.close()
+
+
+def test_stepper_page_of_the_site_steps_offline(browser, server):
+    """docs/stepper/bn_backward.html is copied into the site as it is (not an MkDocs page):
+    served from there it works with the network blocked and steps with keys and buttons."""
+    view, errors, outside = _open(browser, server, "stepper/bn_backward.html")
+    try:
+        total = view.inner_text("#pos")
+        assert total.startswith("step 1 / ")
+        n = int(total.split("/")[1])
+        assert view.locator("svg .cur").count() >= 1  # the node being processed is lit
+        view.keyboard.press("ArrowRight")
+        assert view.inner_text("#pos") == f"step 2 / {n}"
+        view.click("#last")
+        assert view.inner_text("#pos").startswith("done")
+        assert ".grad" in view.inner_text("#leaves")
+        assert errors == [] and outside == []
+    finally:
+        view.close()
+
+
+def _open_stepper_frame(view, details):
+    """Open the closed ``<details>`` that holds a stepper frame; returns the frame. Loading
+    the page must not have scrolled it (the stepper scrolls its node into view, which in a
+    frame that is laid out would move the page around it)."""
+    assert view.evaluate("window.scrollY") == 0
+    summary = details.locator("summary")
+    summary.scroll_into_view_if_needed()
+    summary.click()
+    frame = details.locator("iframe").element_handle().content_frame()
+    frame.wait_for_selector("#pos")
+    return frame
+
+
+def test_follow_the_gradient_embeds_the_stepper(browser, server):
+    """The page holds the stepper in a frame that loads and steps, without moving the page on
+    load; the link next to it opens the same file."""
+    view, errors, outside = _open(browser, server, "follow-the-gradient/")
+    try:
+        details = view.locator(".md-content details.stepper-frame")
+        assert details.count() == 1
+        frame = _open_stepper_frame(view, details)
+        assert frame.inner_text("#pos").startswith("step 1 / ")
+        frame.click("#next")
+        assert frame.inner_text("#pos").startswith("step 2 / ")
+        link = view.locator(".md-content a[href$='stepper/bn_backward.html']")
+        assert link.count() == 1
+        assert errors == [] and outside == []
+    finally:
+        view.close()
+
+
+def test_tour_notebook_shows_its_outputs(browser, server):
+    """The tour notebook is in the site executed: its graph (SVG), its stepper (a frame), its
+    plot (PNG) and the text its last run printed."""
+    view, errors, outside = _open(browser, server, "notebooks/00_tour/")
+    try:
+        out = ".jp-OutputArea-output "
+        assert view.locator(out).count() >= 6
+        assert view.locator(out + "img[src^='data:image/svg+xml']").count() == 1  # draw_graph
+        assert view.locator(out + "img[src^='data:image/png']").count() >= 1  # the plot
+        details = view.locator(out + "details.stepper-frame")  # render_backward
+        assert details.count() == 1
+        frame = _open_stepper_frame(view, details)
+        assert frame.inner_text("#pos").startswith("step 1 / ")
+        text = view.inner_text(".md-content")
+        assert "Without BatchNorm, at lr 0.4" in text and "Dead ReLU units" in text
+        assert "hand-derived vs autograd" in text and "FAIL (expected)" in text
         assert errors == [] and outside == []
     finally:
         view.close()

@@ -461,6 +461,14 @@ _SCRIPT = r"""
 
   // ---- one position: 0..N-1 are the steps, N is "done" ---------------------------------
   var k = 0, timer = null, lastEdges = [];
+  function showInPanel(el) {  // scroll the graph panel only (scrollIntoView would also
+    // scroll whatever page embeds this one in a frame)
+    var box = $("graph"), r = el.getBoundingClientRect(), p = box.getBoundingClientRect();
+    if (r.left < p.left) box.scrollLeft -= p.left - r.left + 20;
+    else if (r.right > p.right) box.scrollLeft += r.right - p.right + 20;
+    if (r.top < p.top) box.scrollTop -= p.top - r.top + 20;
+    else if (r.bottom > p.bottom) box.scrollTop += r.bottom - p.bottom + 20;
+  }
   function render(pos) {
     k = Math.max(0, Math.min(N, pos));
     $("slider").value = k;
@@ -484,7 +492,7 @@ _SCRIPT = r"""
         (edgesInto[sid] || []).forEach(function (e) { e.classList.add("cur"); lastEdges.push(e); });
       });
       var cur = elems(s.node)[0];
-      if (cur) cur.scrollIntoView({block: "nearest", inline: "nearest"});
+      if (cur) showInPanel(cur);
     }
     // panel: the current step
     var h;
