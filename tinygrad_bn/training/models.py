@@ -39,11 +39,7 @@ def mlp(n_in: int, hidden, n_out: int, *, norm: str = "none", activation: str = 
     """
     if norm != "none":
         make_norm(norm, 1)  # raises for an unknown norm, before anything is built
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose from "
-                         f"{', '.join(ACTIVATIONS)}")
-    if placement not in ("before", "after"):
-        raise ValueError(f"placement must be 'before' or 'after', got {placement!r}")
+    _check_block(activation, placement)
     hidden = list(hidden)
     if not hidden or any(h < 1 for h in hidden):
         raise ValueError(f"hidden widths must be positive integers, got {hidden}")
@@ -138,11 +134,7 @@ def cnn(input_shape, n_out: int, *, channels=(32, 32, 32), kernel_size: int = 5,
         raise ValueError(f"input_shape must be (C, L) or (C, H, W), got {input_shape}")
     if norm not in CONV_NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(CONV_NORMS)}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose from "
-                         f"{', '.join(ACTIVATIONS)}")
-    if placement not in ("before", "after"):
-        raise ValueError(f"placement must be 'before' or 'after', got {placement!r}")
+    _check_block(activation, placement)
     channels = list(channels)
     if not channels or any(c < 1 for c in channels):
         raise ValueError(f"channels must be positive integers, got {channels}")
@@ -167,3 +159,12 @@ def cnn(input_shape, n_out: int, *, channels=(32, 32, 32), kernel_size: int = 5,
         prev = c
     layers += [nn.Flatten(), nn.Linear(prev * int(np.prod(size)), n_out, dtype=dtype, rng=rng)]
     return nn.Sequential(*layers)
+
+
+def _check_block(activation: str, placement: str) -> None:
+    """The activation and the norm's placement of an ``mlp`` / ``cnn`` block are known."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose from "
+                         f"{', '.join(ACTIVATIONS)}")
+    if placement not in ("before", "after"):
+        raise ValueError(f"placement must be 'before' or 'after', got {placement!r}")
