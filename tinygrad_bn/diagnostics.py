@@ -222,21 +222,16 @@ def capture(model, X, layers=None, training: bool | None = None) -> dict:
             outs[name] = np.array(out.data if isinstance(out, Tensor) else out)
         handles.append(m.register_forward_hook(hook))
     was = model.training
-    saved = [(b, b.data.copy()) for b in model.buffers()]
     try:
-        if training is not None:
-            model.train(training)
-        with no_grad():
-            model(X if isinstance(X, Tensor) else Tensor(np.asarray(X)))
+        with snapshot(model, parameters=False):
+            if training is not None:
+                model.train(training)
+            with no_grad():
+                model(X if isinstance(X, Tensor) else Tensor(np.asarray(X)))
     finally:
         model.train(was)
         for h in handles:
             h.remove()
-        for b, arr in saved:
-            if b.data.shape == arr.shape and b.data.flags.writeable:
-                np.copyto(b.data, arr)
-            else:
-                b.data = arr
     return outs
 
 
@@ -396,22 +391,27 @@ class Recorder:
 
 # --------------------------------------------------------------------------- evaluation mode
 @contextlib.contextmanager
-def snapshot(model):
+def snapshot(model, parameters: bool = True):
     """A block after which ``model``'s parameters and buffers (running statistics) hold the
     values they had before it, whatever happened inside, an exception included. Yields the
-    model. Gradients are left as they are::
+    model. Gradients are left as they are; ``parameters=False`` restores the buffers only.
+    A buffer the block replaced by one of another shape, or made read-only, gets its old
+    array back::
 
         with snapshot(model):
             model(Tensor(X))  # a training-mode pass: the running statistics change
         # here they hold their old values again
     """
-    tensors = list(model.parameters()) + list(model.buffers())
+    tensors = (list(model.parameters()) if parameters else []) + list(model.buffers())
     saved = [t.data.copy() for t in tensors]
     try:
         yield model
     finally:
         for t, value in zip(tensors, saved):
-            np.copyto(t.data, value)
+            if t.data.shape == value.shape and t.data.flags.writeable:
+                np.copyto(t.data, value)
+            else:
+                t.data = value
 
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)

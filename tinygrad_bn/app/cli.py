@@ -162,6 +162,7 @@ DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 
 def _cmd_train(args) -> int:
     from ..training import data, optim
+    from .demo import SMOOTHING, smoothed_loss
     from ..training.models import mlp
     from ..training.train import fit
 
@@ -198,8 +199,6 @@ def _cmd_train(args) -> int:
               f"{written[0]}", file=sys.stderr)
         return 130
     written = _save_run(out, model, hist, args, lr)
-    from .demo import SMOOTHING, smoothed_loss
-
     if hist.diverged_at is not None:
         print(hist.message)
     else:
