@@ -209,16 +209,11 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
         if y.dtype != out_dtype:
             y = y.astype(out_dtype)
     else:
-        y = np.empty(plan.xshape, dtype=np.result_type(xh, *(p for p in (w, b) if p is not None)))
-        yv = _view(y, vshape)
-        if w is not None:
-            np.multiply(xh, _view(w, plan.ashape), out=yv)
-        else:
-            np.copyto(yv, xh)
-        if b is not None:
-            np.add(yv, _view(b, plan.ashape), out=yv)
-        if y.dtype != out_dtype:
-            y = y.astype(out_dtype)
+        ydt = np.result_type(xh, *(p for p in (w, b) if p is not None))
+        y = np.empty(plan.xshape, dtype=out_dtype)
+        _affine(xh, None if w is None else _view(w, plan.ashape),
+                None if b is None else _view(b, plan.ashape), _view(y, vshape),
+                None if ydt == out_dtype else np.empty(vshape, ydt), ydt, out_dtype)
     ctx.save_for_backward(xh, rstd)
     ctx.plan = plan
     ctx.stats = stats
