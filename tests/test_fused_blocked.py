@@ -1,5 +1,6 @@
-"""The blocked, threaded path of the fused norm kernels (``norms/fused.py``, ``_threads.py``)
-against the plain ops beside it: block boundaries that do not divide the batch, one thread
+"""The blocked, threaded NumPy path of the fused norm kernels (``norms/fused.py``,
+``_threads.py``; taken when the compiled kernels of ``_kernels.py`` are not installed) against
+the plain ops beside it: block boundaries that do not divide the batch, one thread
 against several (identical numbers), odd shapes, float16/float32/float64, running
 statistics, and inputs that stay on the plain path (small, empty, eval mode)."""
 import numpy as np
@@ -14,6 +15,7 @@ from tinygrad_bn.norms import _threads, batch_norm_derived, fused
 def blocked(monkeypatch):
     """Every input takes the blocked path, in blocks of at most 96 elements (so most
     shapes below end in a short block) and at least 3 blocks."""
+    monkeypatch.setattr(fused, "_USE_KERNELS", False)
     monkeypatch.setattr(fused, "_MIN_BLOCKED", 1)
     monkeypatch.setattr(fused, "_BLOCK_ELEMS", 96)
     monkeypatch.setattr(fused, "_MIN_BLOCKS", 3)
@@ -100,6 +102,7 @@ def _plan_of(name, shape):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_blocked_equals_unblocked_fused_kernel(monkeypatch, name):
+    monkeypatch.setattr(fused, "_USE_KERNELS", False)
     fn, _, shape, pshape = CASES[name]
     arrays, u = _data(shape, pshape, seed=1)
     ref = _run(fn, arrays, u, np.float64)  # small: the plain path
@@ -207,6 +210,7 @@ def test_small_empty_and_eval_inputs_stay_on_the_plain_path(monkeypatch):
 
 
 def test_blocked_path_is_taken_for_large_inputs(monkeypatch):
+    monkeypatch.setattr(fused, "_USE_KERNELS", False)
     seen = []
     real = fused._blocked_forward
     monkeypatch.setattr(fused, "_blocked_forward", lambda *a, **k: seen.append(1) or real(*a, **k))

@@ -32,10 +32,14 @@ owns and saves x̂ and rstd (per statistic), which is all the raw backward reads
 ``grad(..., create_graph=True)`` the backward recomputes the same formula with Tensor ops from
 the node's graph-connected inputs, so second derivatives (Hessian-vector products) are right.
 
-Large inputs in training (at least ``_MIN_BLOCKED`` elements) go through a blocked version of
-the same kernels: cache-sized blocks of the leading axis, run on a small thread pool
+In training mode, float32 and float64 inputs run the compiled loop kernels of ``_kernels.py``
+when numba is installed (the ``fast`` extra): each array is read once per phase, and the node
+saves μ and rstd instead of x̂ (the backward recomputes x̂ from the saved input). Without
+numba, large inputs (at least ``_MIN_BLOCKED`` elements) go through a blocked version of the
+NumPy kernels. Both cut the leading axis into blocks run on a small thread pool
 (``_threads.py``; ``TINYGRAD_BN_THREADS`` or ``OMP_NUM_THREADS`` set the thread count), with
-results that do not depend on the number of threads. See "the blocked fast path" below.
+results that do not depend on the number of threads. See "the compiled fast path" and "the
+blocked fast path" below.
 
 These are the fast path. The readable versions — including the tutorial's boxed formula, wrong
 on purpose — are in ``batch_norm.py`` and the other family files, tested equal to these.
@@ -47,7 +51,7 @@ import functools
 import numpy as np
 
 from .._commit import commit
-from . import _threads
+from . import _kernels, _threads
 from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                      check_layer_norm, compute_dtype, instance_running, rms_eps,
                      running_value, stat_array)
@@ -68,7 +72,7 @@ class _Plan:
 
     __slots__ = ("xshape", "vshape", "raxes", "sshape", "n", "ashape", "paxes", "pshape",
                  "gamma_const", "centred", "eps", "sub_r", "sub_p", "pextra",
-                 "kshape")
+                 "kshape", "kernel")
 
     def __init__(self, xshape, vshape, raxes, ashape, paxes, pshape, gamma_const, centred,
                  eps):
@@ -97,6 +101,27 @@ class _Plan:
         # result already broadcasts against vshape and needs no reshape
         lead = self.raxes == tuple(range(len(self.raxes)))
         self.kshape = tuple(vshape[i] for i in kept) if lead else self.sshape
+        self.kernel = _kernel_layout(self.vshape, self.raxes)
+
+
+def _kernel_layout(vshape: tuple, raxes: tuple) -> tuple:
+    """How the compiled kernels (``_kernels.py``) see x: ``(kind, view, period, d, l)``.
+
+    ``"columns"``: BatchNorm of (N, C); ``"channels"``: BatchNorm of (N, C, L) as (N·C, L);
+    ``"rows"``: one statistic per row of ``view``, γ (P·d values, P = ``period``) expanded
+    to (P, d·l). ``None`` for a layout they do not cover."""
+    if raxes == (0,) and len(vshape) == 2:  # BatchNorm (N, C)
+        return "columns", vshape, 0, 1, 1
+    if raxes == (0, 2) and len(vshape) == 3:  # BatchNorm (N, C, L)
+        return "channels", (vshape[0] * vshape[1], vshape[2]), 0, 1, 1
+    if raxes == (1,) and len(vshape) == 2:  # LayerNorm, RMSNorm: (outer, features)
+        return "rows", vshape, 1, vshape[1], 1
+    if raxes == (2, 3) and len(vshape) == 4:  # GroupNorm: (N, G, C/G, L)
+        return "rows", (vshape[0] * vshape[1], vshape[2] * vshape[3]), vshape[1], vshape[2], \
+            vshape[3]
+    if raxes == (2,) and len(vshape) == 3:  # InstanceNorm: (N, C, L)
+        return "rows", (vshape[0] * vshape[1], vshape[2]), vshape[1], 1, vshape[2]
+    return None
 
 
 def _einsum_sub(letters: str, axes: tuple) -> str:
@@ -189,6 +214,8 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
     vshape = plan.vshape
     out_dtype = x.dtype
     xv = _view(x, vshape)
+    if stats is None and _USE_KERNELS and _kernel_fits(xv, w, b, plan):  # compiled loops
+        return _kernel_forward(ctx, xv, w, b, plan, running)
     if stats is None and xv.size >= _MIN_BLOCKED and _blockable(plan):  # blocks, threads
         return _blocked_forward(ctx, xv, w, b, plan, running, out_dtype)
     if x.dtype is _F16:  # computed in float32, rounded once at the end (as torch)
@@ -228,6 +255,10 @@ def _backward(ctx, g):
     if ctx._graph_mode:
         x, w, b = ctx.inputs()
         return _graph_backward(x, w, b, g, plan, ctx.stats, need)
+    if getattr(ctx, "kernel", False):  # x̂ is recomputed from x inside the loops
+        mean, rstd = ctx.saved_tensors
+        x, w, _ = ctx.inputs()
+        return _kernel_backward(plan, need, x, w, mean, rstd, g)
     xh, rstd = ctx.saved_tensors
     x, w, b = ctx.inputs()
     gv = _view(g, plan.vshape)
@@ -553,6 +584,150 @@ def _blocked_backward(plan: _Plan, need, xh, rstd, w, gv):
     dw = _sum_blocks([p[0] for p in parts]).reshape(plan.pshape) if need[1] else None
     db = _sum_blocks([p[1] for p in parts]).reshape(plan.pshape) if need[2] else None
     return (None if dx is None else dx.reshape(plan.xshape)), dw, db
+
+
+# ---------------------------------------------------------- the compiled fast path
+# With numba installed (the "fast" extra), training-mode norms of float32/float64 inputs run
+# the loop kernels of ``_kernels.py``: each array is read once per phase (twice in all for a
+# BatchNorm, whose statistics span the blocks) instead of once per NumPy operation, and the
+# node keeps μ and rstd instead of an x̂ array. Blocks of the leading axis run on the thread
+# pool; block boundaries depend only on the shape and partial sums are added in block order,
+# so results do not depend on the number of threads.
+
+_USE_KERNELS = _kernels.available
+_KERNEL_BLOCK = 1 << 17  # elements per block at most (512 KB of float32)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kernel_fits(xv, w, b, plan: _Plan) -> bool:
+    """The compiled kernels cover this call: a layout they know, a non-empty float32/float64
+    input, and γ, β (when given) of the same dtype."""
+    dt = xv.dtype
+    return (plan.kernel is not None and xv.size > 0 and dt in _FLOATS
+            and (w is None or w.dtype == dt) and (b is None or b.dtype == dt))
+
+
+def _kernel_blocks(plan: _Plan) -> tuple:
+    """``(length, count, scale)``: blocks of ``length`` samples of the leading axis; a block
+    is rows ``[i·length·scale, ...)`` of the kernel's view (``scale`` = C for "channels")."""
+    kind, view = plan.kernel[0], plan.kernel[1]
+    scale = plan.vshape[1] if kind == "channels" else 1
+    lead = view[0] // scale
+    unit = max(1, view[1] * scale)
+    if lead * unit < _MIN_BLOCKED:  # fits in cache: one block on the calling thread
+        return max(lead, 1), 1, scale
+    length = max(1, _KERNEL_BLOCK // unit)
+    return length, -(-lead // length), scale
+
+
+def _bounds(plan: _Plan):
+    """``(count, bounds)``: the block count and ``bounds(i)``, block i's rows of the view."""
+    length, count, scale = _kernel_blocks(plan)
+    rows = plan.kernel[1][0]
+
+    def bounds(i):
+        return i * length * scale, min(rows, (i * length + length) * scale)
+
+    return count, bounds
+
+
+def _expanded(a, plan: _Plan, fill: float, dt):
+    """γ or β for the "rows" kernels: (P, d·l), each value repeated over the l positions of
+    its channel; ``fill`` everywhere when absent."""
+    _, view, period, d, l = plan.kernel
+    if a is None:
+        return np.full((period, view[1]), fill, dt)
+    a = np.ascontiguousarray(a, dtype=dt).reshape(period, d)
+    return a if l == 1 else np.repeat(a, l, axis=1)
+
+
+def _kernel_forward(ctx, xv, w, b, plan: _Plan, running):
+    """The forward of ``_forward`` (batch statistics) with the compiled kernels."""
+    kind, view, _, _, _ = plan.kernel
+    dt = xv.dtype
+    x2 = np.ascontiguousarray(xv).reshape(view)
+    y = np.empty(view, dt)
+    count, bounds = _bounds(plan)
+    if kind == "rows":  # one statistic per row
+        rows = view[0]
+        mean, var, rstd = np.empty(rows), np.empty(rows), np.empty(rows)
+        wk, bk = _expanded(w, plan, 1.0, dt), _expanded(b, plan, 0.0, dt)
+        _threads.run_blocks(lambda i: _kernels.rows_forward(
+            x2, wk, bk, plan.eps, plan.centred, *bounds(i), y, mean, var, rstd), count)
+    else:  # BatchNorm: per-channel sums across blocks, then y
+        k = _kernels.columns_sums if kind == "columns" else _kernels.channels_sums
+        c = plan.vshape[1]
+        pivot = np.array(xv[0] if kind == "columns" else xv[0, :, 0], dtype=dt)
+
+        def sums(i):
+            s1, s2 = np.zeros(c), np.zeros(c)
+            k(x2, pivot, *bounds(i), s1, s2)
+            return s1, s2
+
+        parts = _threads.run_blocks(sums, count)
+        s1 = _sum_blocks([p[0] for p in parts]) / plan.n  # E[x − K]
+        s2 = _sum_blocks([p[1] for p in parts]) / plan.n  # E[(x − K)²]
+        var = np.maximum(s2 - s1 * s1, 0.0)
+        mean = (pivot + s1).astype(dt)
+        rstd = (1.0 / np.sqrt(var + plan.eps)).astype(dt)
+        scale = rstd if w is None else rstd * w.reshape(c)
+        shift = np.zeros(c, dt) if b is None else b.reshape(c)
+        k = _kernels.columns_apply if kind == "columns" else _kernels.channels_apply
+        _threads.run_blocks(lambda i: k(x2, mean, scale, shift, *bounds(i), y), count)
+    if running is not None:
+        running(_view(mean.astype(dt), plan.sshape) if plan.centred else None,
+                _view(var.astype(dt), plan.sshape))
+    ctx.save_for_backward(mean, rstd)
+    ctx.plan = plan
+    ctx.stats = None
+    ctx.kernel = True
+    return y.reshape(plan.xshape)
+
+
+def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g) -> tuple:
+    """dx, dγ, dβ with the compiled kernels, reading the saved input x."""
+    kind, view, period, d, l = plan.kernel
+    dt = x.dtype
+    x2 = np.ascontiguousarray(x).reshape(view)
+    g2 = np.ascontiguousarray(g, dtype=dt).reshape(view)
+    count, bounds = _bounds(plan)
+    dx = np.empty(view, dt) if need[0] else np.empty((0, 0), dt)
+    if kind == "rows":
+        wk = _expanded(w, plan, 1.0, dt)
+
+        def block(i):
+            dwp, dbp = np.zeros(wk.shape), np.zeros(wk.shape)
+            _kernels.rows_backward(x2, g2, wk, mean, rstd, plan.centred, need[0], *bounds(i),
+                                   dx, dwp, dbp)
+            return dwp, dbp
+
+        parts = _threads.run_blocks(block, count)
+        dw = _sum_blocks([p[0] for p in parts])
+        db = _sum_blocks([p[1] for p in parts])
+        if l > 1:  # per element of the expanded γ → per channel
+            dw, db = dw.reshape(period, d, l).sum(axis=2), db.reshape(period, d, l).sum(axis=2)
+    else:  # BatchNorm: Σg and Σg·x̂ across blocks, then dx
+        c = plan.vshape[1]
+        k = _kernels.columns_grad_sums if kind == "columns" else _kernels.channels_grad_sums
+
+        def sums(i):
+            sg, sgx = np.zeros(c), np.zeros(c)
+            k(x2, g2, mean, rstd, *bounds(i), sg, sgx)
+            return sg, sgx
+
+        parts = _threads.run_blocks(sums, count)
+        db = _sum_blocks([p[0] for p in parts])  # Σ dy = dβ
+        dw = _sum_blocks([p[1] for p in parts])  # Σ dy·x̂ = dγ
+        if need[0]:
+            scale = rstd if w is None else rstd * w.reshape(c)
+            cg, cgx = (db / plan.n).astype(dt), (dw / plan.n).astype(dt)
+            k = _kernels.columns_dx if kind == "columns" else _kernels.channels_dx
+            _threads.run_blocks(lambda i: k(x2, g2, mean, rstd, scale, cg, cgx, *bounds(i),
+                                            dx), count)
+    dx = dx.reshape(plan.xshape) if need[0] else None
+    dw = dw.astype(dt).reshape(plan.pshape) if need[1] else None
+    db = db.astype(dt).reshape(plan.pshape) if need[2] else None
+    return dx, dw, db
 
 
 def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) -> tuple:
