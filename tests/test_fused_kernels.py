@@ -315,3 +315,19 @@ def test_cases_that_stay_on_the_numpy_path(kernels, monkeypatch):
     np.testing.assert_allclose(half.data, F.layer_norm(Tensor(half.data), (4,)).data,
                                atol=5e-3)
     assert not called
+
+
+def test_the_environment_can_turn_the_kernels_off():
+    """TINYGRAD_BN_KERNELS=numpy keeps the NumPy kernels, and numba is not even imported."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, tinygrad_bn\nfrom tinygrad_bn.norms import fused\n"
+            "import numpy as np\n"
+            "y = fused.batch_norm(tinygrad_bn.Tensor(np.ones((4, 3))), None, None,"
+            " training=True)\n"
+            "print(fused._USE_KERNELS, 'numba' in sys.modules)")
+    env = dict(os.environ, TINYGRAD_BN_KERNELS="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -3,8 +3,9 @@
 The NumPy kernels of ``fused.py`` make one pass over memory per operation (about a dozen for
 a BatchNorm forward+backward). These loops do the same arithmetic element by element, so each
 array is read once per phase and every intermediate stays in a register. They are compiled
-by numba (the optional ``fast`` extra: ``pip install "tinygrad-bn[fast]"``); without numba,
-``available`` is False and ``fused.py`` uses its NumPy kernels. They release the GIL, so
+by numba (the optional ``fast`` extra: ``pip install "tinygrad-bn[fast]"``). ``fused.py``
+imports this module on first use (importing numba takes a while); without numba, or with
+``TINYGRAD_BN_KERNELS=numpy`` in the environment, it uses its NumPy kernels. They release the GIL, so
 ``_threads.run_blocks`` runs blocks of the leading axis on several cores at once.
 
 Every kernel sees x as a 2-d array and works on its rows ``[lo, hi)``; the innermost loop
@@ -26,13 +27,9 @@ subtraction and a product per element instead of a whole array of memory and its
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 try:  # the optional "fast" extra
-    if os.environ.get("TINYGRAD_BN_KERNELS", "").strip().lower() == "numpy":
-        raise ImportError("TINYGRAD_BN_KERNELS=numpy")
     import numba
 except ImportError:
     numba = None

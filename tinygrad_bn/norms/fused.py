@@ -47,11 +47,13 @@ on purpose — are in ``batch_norm.py`` and the other family files, tested equal
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 
 import numpy as np
 
 from .._commit import commit
-from . import _kernels, _threads
+from . import _threads
 from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                      check_layer_norm, compute_dtype, instance_running, rms_eps,
                      running_value, stat_array)
@@ -215,7 +217,9 @@ def _forward(ctx, x, w, b, plan: _Plan, stats=None, running=None):
     out_dtype = x.dtype
     xv = _view(x, vshape)
     if stats is None and _USE_KERNELS and _kernel_fits(xv, w, b, plan):  # compiled loops
-        return _kernel_forward(ctx, xv, w, b, plan, running)
+        kernels = _load_kernels()
+        if kernels is not None:
+            return _kernel_forward(ctx, xv, w, b, plan, running, kernels)
     if stats is None and xv.size >= _MIN_BLOCKED and _blockable(plan):  # blocks, threads
         return _blocked_forward(ctx, xv, w, b, plan, running, out_dtype)
     if x.dtype is _F16:  # computed in float32, rounded once at the end (as torch)
@@ -258,7 +262,7 @@ def _backward(ctx, g):
     if getattr(ctx, "kernel", False):  # x̂ is recomputed from x inside the loops
         mean, rstd = ctx.saved_tensors
         x, w, _ = ctx.inputs()
-        return _kernel_backward(plan, need, x, w, mean, rstd, g)
+        return _kernel_backward(plan, need, x, w, mean, rstd, g, _load_kernels())
     xh, rstd = ctx.saved_tensors
     x, w, b = ctx.inputs()
     gv = _view(g, plan.vshape)
@@ -594,7 +598,29 @@ def _blocked_backward(plan: _Plan, need, xh, rstd, w, gv):
 # pool; block boundaries depend only on the shape and partial sums are added in block order,
 # so results do not depend on the number of threads.
 
-_USE_KERNELS = _kernels.available
+def _kernels_wanted() -> bool:
+    """numba is installed and ``TINYGRAD_BN_KERNELS`` does not say ``numpy``."""
+    if os.environ.get("TINYGRAD_BN_KERNELS", "").strip().lower() == "numpy":
+        return False
+    return importlib.util.find_spec("numba") is not None
+
+
+def _load_kernels():
+    """The kernel module, imported on first use; None (and the NumPy kernels from then on)
+    when numba fails to import."""
+    global _USE_KERNELS
+    try:
+        from . import _kernels
+    except ImportError:  # pragma: no cover - a broken numba installation
+        _USE_KERNELS = False
+        return None
+    if not _kernels.available:
+        _USE_KERNELS = False
+        return None
+    return _kernels
+
+
+_USE_KERNELS = _kernels_wanted()
 _KERNEL_BLOCK = 1 << 17  # elements per block at most (512 KB of float32)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -641,7 +667,7 @@ def _expanded(a, plan: _Plan, fill: float, dt):
     return a if l == 1 else np.repeat(a, l, axis=1)
 
 
-def _kernel_forward(ctx, xv, w, b, plan: _Plan, running):
+def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
     """The forward of ``_forward`` (batch statistics) with the compiled kernels."""
     kind, view, _, _, _ = plan.kernel
     dt = xv.dtype
@@ -652,10 +678,10 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running):
         rows = view[0]
         mean, var, rstd = np.empty(rows), np.empty(rows), np.empty(rows)
         wk, bk = _expanded(w, plan, 1.0, dt), _expanded(b, plan, 0.0, dt)
-        _threads.run_blocks(lambda i: _kernels.rows_forward(
+        _threads.run_blocks(lambda i: kern.rows_forward(
             x2, wk, bk, plan.eps, plan.centred, *bounds(i), y, mean, var, rstd), count)
     else:  # BatchNorm: per-channel sums across blocks, then y
-        k = _kernels.columns_sums if kind == "columns" else _kernels.channels_sums
+        k = kern.columns_sums if kind == "columns" else kern.channels_sums
         c = plan.vshape[1]
         pivot = np.array(xv[0] if kind == "columns" else xv[0, :, 0], dtype=dt)
 
@@ -672,7 +698,7 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running):
         rstd = (1.0 / np.sqrt(var + plan.eps)).astype(dt)
         scale = rstd if w is None else rstd * w.reshape(c)
         shift = np.zeros(c, dt) if b is None else b.reshape(c)
-        k = _kernels.columns_apply if kind == "columns" else _kernels.channels_apply
+        k = kern.columns_apply if kind == "columns" else kern.channels_apply
         _threads.run_blocks(lambda i: k(x2, mean, scale, shift, *bounds(i), y), count)
     if running is not None:
         running(_view(mean.astype(dt), plan.sshape) if plan.centred else None,
@@ -684,7 +710,7 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running):
     return y.reshape(plan.xshape)
 
 
-def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g) -> tuple:
+def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
     """dx, dγ, dβ with the compiled kernels, reading the saved input x."""
     kind, view, period, d, l = plan.kernel
     dt = x.dtype
@@ -697,7 +723,7 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g) -> tuple:
 
         def block(i):
             dwp, dbp = np.zeros(wk.shape), np.zeros(wk.shape)
-            _kernels.rows_backward(x2, g2, wk, mean, rstd, plan.centred, need[0], *bounds(i),
+            kern.rows_backward(x2, g2, wk, mean, rstd, plan.centred, need[0], *bounds(i),
                                    dx, dwp, dbp)
             return dwp, dbp
 
@@ -708,7 +734,7 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g) -> tuple:
             dw, db = dw.reshape(period, d, l).sum(axis=2), db.reshape(period, d, l).sum(axis=2)
     else:  # BatchNorm: Σg and Σg·x̂ across blocks, then dx
         c = plan.vshape[1]
-        k = _kernels.columns_grad_sums if kind == "columns" else _kernels.channels_grad_sums
+        k = kern.columns_grad_sums if kind == "columns" else kern.channels_grad_sums
 
         def sums(i):
             sg, sgx = np.zeros(c), np.zeros(c)
@@ -721,7 +747,7 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g) -> tuple:
         if need[0]:
             scale = rstd if w is None else rstd * w.reshape(c)
             cg, cgx = (db / plan.n).astype(dt), (dw / plan.n).astype(dt)
-            k = _kernels.columns_dx if kind == "columns" else _kernels.channels_dx
+            k = kern.columns_dx if kind == "columns" else kern.channels_dx
             _threads.run_blocks(lambda i: k(x2, g2, mean, rstd, scale, cg, cgx, *bounds(i),
                                             dx), count)
     dx = dx.reshape(plan.xshape) if need[0] else None
