@@ -19,11 +19,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-from _harness import environment, fmt_time, table
+from _harness import alternate, environment, fmt_time, table
 
 import tinygrad_bn
 
@@ -123,29 +122,6 @@ def torch_steps():
         p.grad = torch.randn(p.shape)
     out["SGD step"] = torch.optim.SGD(params, lr=0.01, momentum=0.9).step
     return out
-
-
-def alternate(fns: list, rounds: int, seconds: float = 0.05) -> list[float]:
-    """Median seconds per call of each of ``fns``, timed in turn, ``rounds`` times."""
-    numbers = []
-    for fn in fns:
-        fn()
-        t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < seconds:
-            fn()
-            n += 1
-        numbers.append(max(1, n))
-    times = [[] for _ in fns]
-    order = list(range(len(fns)))
-    for _ in range(rounds):
-        for i in order:  # every other round backwards: no workload always runs first
-            fn, n = fns[i], numbers[i]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times[i].append((time.perf_counter() - t0) / n)
-        order.reverse()
-    return [float(np.median(ts)) for ts in times]
 
 
 def main() -> None:

@@ -7,7 +7,8 @@
    cross-entropy, with the composed and the fused (analytic) BatchNorm2d.
 
 PyTorch runs with its default thread count (see the header line); ours is single-threaded
-NumPy (one matmul per convolution, which NumPy's BLAS may thread).
+NumPy (one matmul per convolution, which NumPy's BLAS may thread). Target: the Conv2d
+forward + backward <= 3x PyTorch's time.
 
 Run: python benchmarks/bench_cnn.py [--quick]
 """
@@ -17,13 +18,16 @@ import sys
 
 import numpy as np
 
-from _harness import environment, fmt_time, median_time, table
+from _harness import (TARGET_HEADER, compare, environment, fmt_ratio, fmt_time, ratio, table,
+                      target_ratio, timing)
 
 import tinygrad_bn as tb
 from tinygrad_bn import Tensor, nn, optim
 from tinygrad_bn.nn import functional as F
 
 QUICK = "--quick" in sys.argv
+CONV_VS_TORCH = 3.0
+
 
 
 def conv_ours(X, W, B, G):
@@ -85,41 +89,59 @@ def cnn_torch(X, y, state):
     return step
 
 
-def main():
-    print(f"tinygrad_bn {tb.__version__} CNN benchmark — {environment()}\n")
+def conv_workloads() -> dict:
+    """Conv2d forward + backward on (32, 16, 28, 28), 16 -> 32 channels, kernel 3, padding 1:
+    ours and PyTorch's (None if not installed)."""
     rng = np.random.default_rng(0)
-    reps = 5 if QUICK else 11
     X = rng.standard_normal((32, 16, 28, 28)).astype(np.float32)
     W = (rng.standard_normal((32, 16, 3, 3)) * 0.1).astype(np.float32)
     B = rng.standard_normal(32).astype(np.float32)
     G = rng.standard_normal((32, 32, 28, 28)).astype(np.float32)
-    t_conv = median_time(conv_ours(X, W, B, G), repeats=reps)
     try:
-        t_conv_torch = median_time(conv_torch(X, W, B, G), repeats=reps)
+        t = conv_torch(X, W, B, G)
     except ImportError:
-        t_conv_torch = None
+        t = None
+    return {"ours": conv_ours(X, W, B, G), "torch": t}
 
+
+def cnn_workloads() -> dict:
+    """One step of the BatchNorm CNN, composed and fused BN, and PyTorch's (or None)."""
+    rng = np.random.default_rng(1)
     Xi = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
     yi = rng.integers(0, 10, 64)
     state = cnn(nn).state_dict()
-    t_comp = median_time(cnn_ours(False, Xi, yi, state), repeats=reps)
-    t_fused = median_time(cnn_ours(True, Xi, yi, state), repeats=reps)
     try:
-        t_cnn_torch = median_time(cnn_torch(Xi, yi, state), repeats=reps)
+        t = cnn_torch(Xi, yi, state)
     except ImportError:
-        t_cnn_torch = None
+        t = None
+    return {"composed": cnn_ours(False, Xi, yi, state), "fused": cnn_ours(True, Xi, yi, state),
+            "torch": t}
 
-    def r(t, ref):
-        return "—" if ref is None else f"{t / ref:.2f}x"
+
+def target_rows(conv: dict) -> list[list[str]]:
+    return [target_ratio(5, "Conv2d fwd+bwd (32,16,28,28) → 32, k3 vs PyTorch",
+                         conv["ours"], conv["torch"], CONV_VS_TORCH)]
+
+
+def measure_targets(quick: bool = False) -> list[list[str]]:
+    return target_rows(compare(conv_workloads(), **timing(quick)))
+
+
+def main():
+    print(f"tinygrad_bn {tb.__version__} CNN benchmark — {environment()}\n")
+    conv = compare(conv_workloads(), **timing(QUICK))
+    step = compare(cnn_workloads(), **timing(QUICK))
     rows = [
-        ["Conv2d fwd+bwd (32,16,28,28) → 32, k3", fmt_time(t_conv), fmt_time(t_conv_torch),
-         r(t_conv, t_conv_torch)],
-        ["BN CNN step, batch 64, composed BN", fmt_time(t_comp), fmt_time(t_cnn_torch),
-         r(t_comp, t_cnn_torch)],
-        ["BN CNN step, batch 64, fused BN", fmt_time(t_fused), fmt_time(t_cnn_torch),
-         r(t_fused, t_cnn_torch)],
+        ["Conv2d fwd+bwd (32,16,28,28) → 32, k3", fmt_time(conv["ours"]),
+         fmt_time(conv["torch"]), fmt_ratio(ratio(conv["ours"], conv["torch"]))],
+        ["BN CNN step, batch 64, composed BN", fmt_time(step["composed"]),
+         fmt_time(step["torch"]), fmt_ratio(ratio(step["composed"], step["torch"]))],
+        ["BN CNN step, batch 64, fused BN", fmt_time(step["fused"]),
+         fmt_time(step["torch"]), fmt_ratio(ratio(step["fused"], step["torch"]))],
     ]
     print(table(["workload", "tinygrad_bn", "PyTorch", "ratio"], rows))
+    print()
+    print(table(TARGET_HEADER, target_rows(conv)))
 
 
 if __name__ == "__main__":
