@@ -14,8 +14,9 @@ input's dtype, as in the NumPy kernels; sums are taken in that dtype over runs o
 ``RUN`` values (or ``ROWS`` rows) and the runs are added in float64. Three families:
 
 * **rows** — LayerNorm, RMSNorm, GroupNorm, InstanceNorm: x as (S, n), one statistic per
-  row over its n values. γ and β come expanded to (P, n): row s uses ``γ[s % P]`` (P = 1 for
-  LayerNorm, the groups for GroupNorm, the channels for InstanceNorm).
+  row over its n values. γ and β come as (P, D): row s uses ``γ[s % P]``, each value for a
+  segment of n/D positions (P = 1, D = n for LayerNorm; P = groups and D = channels per group
+  for GroupNorm; P = channels, D = 1 for InstanceNorm).
 * **columns** — BatchNorm of (N, C): one statistic per column c over the N rows.
 * **channels** — BatchNorm of (N, C, L): x as (N·C, L), row r belongs to channel r % C.
 
@@ -122,6 +123,42 @@ def _grad_sums(xs, gs, ws, m, r, dws, dbs):
 
 
 @_compiled
+def _run_seg_sums(xs, gs, m, r):
+    a1 = xs.dtype.type(0)
+    a2 = xs.dtype.type(0)
+    for l in range(xs.shape[0]):
+        a1 += gs[l]
+        a2 += gs[l] * ((xs[l] - m) * r)
+    return a1, a2
+
+
+@_compiled
+def _seg_sums(xs, gs, m, r):
+    """(Σ g, Σ g·x̂) over one segment, x̂ = (x − m)·r, as ``_sum``."""
+    sg = 0.0
+    sgx = 0.0
+    for j0 in range(0, xs.shape[0], RUN):
+        a1, a2 = _run_seg_sums(xs[j0:j0 + RUN], gs[j0:j0 + RUN], m, r)
+        sg += a1
+        sgx += a2
+    return sg, sgx
+
+
+@_compiled
+def _affine_run(xs, m, r, w, b, ys):
+    """ys = (xs − m)·r·w + b (one segment, scalar γ and β)."""
+    for j in range(xs.shape[0]):
+        ys[j] = (xs[j] - m) * r * w + b
+
+
+@_compiled
+def _dx_run(xs, gs, m, r, w, c1, c2, dxs):
+    """dxs = r·(w·g − c1 − x̂·c2), x̂ = (x − m)·r (one segment, scalar γ)."""
+    for j in range(xs.shape[0]):
+        dxs[j] = r * (w * gs[j] - c1 - (xs[j] - m) * r * c2)
+
+
+@_compiled
 def _columns_run(x, pivot, a1, a2):
     C = x.shape[1]
     for i in range(x.shape[0]):
@@ -144,10 +181,12 @@ def _columns_grad_run(x, g, mean, rstd, a1, a2):
 
 # ---------------------------------------------------------------------------------- rows
 @_compiled
-def rows_forward(x, w, b, eps, centred, lo, hi, y, mean, var, rstd):
+def rows_forward(x, w, b, seg, eps, centred, lo, hi, y, mean, var, rstd):
     """For each row s in [lo, hi): μ = mean(x_s) (0 when not centred), σ² = mean((x_s − μ)²),
-    r = 1/√(σ² + ε), y_s = (x_s − μ)·r·γ + β; μ, σ² and r go to ``mean``, ``var``, ``rstd``."""
-    period, n = w.shape
+    r = 1/√(σ² + ε), y_s = (x_s − μ)·r·γ + β; μ, σ² and r go to ``mean``, ``var``, ``rstd``.
+    γ, β: (P, D), row s uses ``γ[s % P]``, each value for ``seg`` consecutive positions."""
+    period, D = w.shape
+    n = x.shape[1]
     cast = x.dtype.type
     for s in range(lo, hi):
         xs = x[s]
@@ -159,32 +198,54 @@ def rows_forward(x, w, b, eps, centred, lo, hi, y, mean, var, rstd):
         rstd[s] = r
         rc = cast(r)
         ws, bs, ys = w[s % period], b[s % period], y[s]
-        for j in range(n):
-            ys[j] = (xs[j] - m) * rc * ws[j] + bs[j]
+        if seg == 1:  # one γ per position (LayerNorm, RMSNorm)
+            for j in range(n):
+                ys[j] = (xs[j] - m) * rc * ws[j] + bs[j]
+        else:  # one γ per segment of positions (GroupNorm, InstanceNorm)
+            for d in range(D):
+                _affine_run(xs[d * seg:d * seg + seg], m, rc, ws[d], bs[d],
+                            ys[d * seg:d * seg + seg])
 
 
 @_compiled
-def rows_backward(x, g, w, mean, rstd, centred, want_dx, lo, hi, dx, dw, db):
-    """dx for rows [lo, hi), and this block's dγ = Σ g·x̂, dβ = Σ g per element of the
-    expanded (P, n) γ (added into ``dw``, ``db``, float64). With h = γ·g:
+def rows_backward(x, g, w, mean, rstd, seg, centred, want_dx, lo, hi, dx, dw, db):
+    """dx for rows [lo, hi), and this block's dγ = Σ g·x̂, dβ = Σ g (added into ``dw``,
+    ``db``, float64, shaped like γ: (P, D)). With h = γ·g:
     ``dx = r·(h − Σh/n − x̂·Σ(h·x̂)/n)`` (no Σh/n term when not centred)."""
-    period, n = w.shape
+    period, D = w.shape
+    n = x.shape[1]
     cast = x.dtype.type
-    pw = np.zeros(w.shape, x.dtype)  # dγ, dβ of the last rows, flushed every ROWS rows
+    pw = np.zeros(w.shape, x.dtype)  # seg = 1: dγ, dβ of the last ROWS rows per position
     pb = np.zeros(w.shape, x.dtype)
     for s in range(lo, hi):
         m = cast(mean[s])
         r = cast(rstd[s])
         p = s % period
         xs, gs, ws = x[s], g[s], w[p]
-        sh, shx = _grad_sums(xs, gs, ws, m, r, pw[p], pb[p])
+        if seg == 1:
+            sh, shx = _grad_sums(xs, gs, ws, m, r, pw[p], pb[p])
+        else:  # per segment: Σg and Σg·x̂ once, then γ times those
+            sh = 0.0
+            shx = 0.0
+            for d in range(D):
+                sg, sgx = _seg_sums(xs[d * seg:d * seg + seg], gs[d * seg:d * seg + seg], m, r)
+                dw[p, d] += sgx
+                db[p, d] += sg
+                sh += ws[d] * sg
+                shx += ws[d] * sgx
         if want_dx:
             c1 = cast(sh / n) if centred else cast(0)
             c2 = cast(shx / n)
             dxs = dx[s]
-            for j in range(n):
-                dxs[j] = r * (ws[j] * gs[j] - c1 - (xs[j] - m) * r * c2)
-        if (s - lo + 1) % ROWS == 0 or s == hi - 1:  # the last ROWS rows' dγ, dβ
+            if seg == 1:
+                for j in range(n):
+                    dxs[j] = r * (ws[j] * gs[j] - c1 - (xs[j] - m) * r * c2)
+            else:
+                for d in range(D):
+                    o = d * seg
+                    _dx_run(xs[o:o + seg], gs[o:o + seg], m, r, ws[d], c1, c2,
+                            dxs[o:o + seg])
+        if seg == 1 and ((s - lo + 1) % ROWS == 0 or s == hi - 1):  # the last rows' dγ, dβ
             dw += pw
             db += pb
             pw[:] = 0
@@ -269,26 +330,14 @@ def channels_apply(x, mean, scale, shift, lo, hi, y):
 
 
 @_compiled
-def _run_channel_grad(xs, gs, m, q):
-    a1 = xs.dtype.type(0)
-    a2 = xs.dtype.type(0)
-    for l in range(xs.shape[0]):
-        a1 += gs[l]
-        a2 += gs[l] * ((xs[l] - m) * q)
-    return a1, a2
-
-
-@_compiled
 def channels_grad_sums(x, g, mean, rstd, lo, hi, sg, sgx):
     """As ``columns_grad_sums`` for x as (N·C, L)."""
     C = mean.shape[0]
-    L = x.shape[1]
     for r in range(lo, hi):
         c = r % C
-        for l0 in range(0, L, RUN):
-            a1, a2 = _run_channel_grad(x[r, l0:l0 + RUN], g[r, l0:l0 + RUN], mean[c], rstd[c])
-            sg[c] += a1
-            sgx[c] += a2
+        a1, a2 = _seg_sums(x[r], g[r], mean[c], rstd[c])
+        sg[c] += a1
+        sgx[c] += a2
 
 
 @_compiled

@@ -110,8 +110,8 @@ def _kernel_layout(vshape: tuple, raxes: tuple) -> tuple:
     """How the compiled kernels (``_kernels.py``) see x: ``(kind, view, period, d, l)``.
 
     ``"columns"``: BatchNorm of (N, C); ``"channels"``: BatchNorm of (N, C, L) as (N·C, L);
-    ``"rows"``: one statistic per row of ``view``, γ (P·d values, P = ``period``) expanded
-    to (P, d·l). ``None`` for a layout they do not cover."""
+    ``"rows"``: one statistic per row of ``view``, γ as (P, d) (P = ``period``), each value
+    for l consecutive positions. ``None`` for a layout they do not cover."""
     if raxes == (0,) and len(vshape) == 2:  # BatchNorm (N, C)
         return "columns", vshape, 0, 1, 1
     if raxes == (0, 2) and len(vshape) == 3:  # BatchNorm (N, C, L)
@@ -657,14 +657,12 @@ def _bounds(plan: _Plan):
     return count, bounds
 
 
-def _expanded(a, plan: _Plan, fill: float, dt):
-    """γ or β for the "rows" kernels: (P, d·l), each value repeated over the l positions of
-    its channel; ``fill`` everywhere when absent."""
-    _, view, period, d, l = plan.kernel
+def _kernel_params(a, plan: _Plan, fill: float, dt):
+    """γ or β for the "rows" kernels as (P, d); ``fill`` everywhere when absent."""
+    _, _, period, d, _ = plan.kernel
     if a is None:
-        return np.full((period, view[1]), fill, dt)
-    a = np.ascontiguousarray(a, dtype=dt).reshape(period, d)
-    return a if l == 1 else np.repeat(a, l, axis=1)
+        return np.full((period, d), fill, dt)
+    return np.ascontiguousarray(a, dtype=dt).reshape(period, d)
 
 
 def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
@@ -677,9 +675,10 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
     if kind == "rows":  # one statistic per row
         rows = view[0]
         mean, var, rstd = np.empty(rows), np.empty(rows), np.empty(rows)
-        wk, bk = _expanded(w, plan, 1.0, dt), _expanded(b, plan, 0.0, dt)
+        wk, bk = _kernel_params(w, plan, 1.0, dt), _kernel_params(b, plan, 0.0, dt)
+        seg = plan.kernel[4]
         _threads.run_blocks(lambda i: kern.rows_forward(
-            x2, wk, bk, plan.eps, plan.centred, *bounds(i), y, mean, var, rstd), count)
+            x2, wk, bk, seg, plan.eps, plan.centred, *bounds(i), y, mean, var, rstd), count)
     else:  # BatchNorm: per-channel sums across blocks, then y
         k = kern.columns_sums if kind == "columns" else kern.channels_sums
         c = plan.vshape[1]
@@ -719,19 +718,17 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
     count, bounds = _bounds(plan)
     dx = np.empty(view, dt) if need[0] else np.empty((0, 0), dt)
     if kind == "rows":
-        wk = _expanded(w, plan, 1.0, dt)
+        wk = _kernel_params(w, plan, 1.0, dt)
 
         def block(i):
             dwp, dbp = np.zeros(wk.shape), np.zeros(wk.shape)
-            kern.rows_backward(x2, g2, wk, mean, rstd, plan.centred, need[0], *bounds(i),
-                                   dx, dwp, dbp)
+            kern.rows_backward(x2, g2, wk, mean, rstd, l, plan.centred, need[0], *bounds(i),
+                               dx, dwp, dbp)
             return dwp, dbp
 
         parts = _threads.run_blocks(block, count)
         dw = _sum_blocks([p[0] for p in parts])
         db = _sum_blocks([p[1] for p in parts])
-        if l > 1:  # per element of the expanded γ → per channel
-            dw, db = dw.reshape(period, d, l).sum(axis=2), db.reshape(period, d, l).sum(axis=2)
     else:  # BatchNorm: Σg and Σg·x̂ across blocks, then dx
         c = plan.vshape[1]
         k = kern.columns_grad_sums if kind == "columns" else kern.channels_grad_sums
