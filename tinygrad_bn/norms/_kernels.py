@@ -215,8 +215,9 @@ def rows_backward(x, g, w, mean, rstd, seg, centred, want_dx, lo, hi, dx, dw, db
     period, D = w.shape
     n = x.shape[1]
     cast = x.dtype.type
-    pw = np.zeros(w.shape, x.dtype)  # seg = 1: dγ, dβ of the last ROWS rows per position
-    pb = np.zeros(w.shape, x.dtype)
+    shape = w.shape if seg == 1 else (0, 0)  # seg = 1: dγ, dβ of the last ROWS rows
+    pw = np.zeros(shape, x.dtype)
+    pb = np.zeros(shape, x.dtype)
     for s in range(lo, hi):
         m = cast(mean[s])
         r = cast(rstd[s])

@@ -608,16 +608,20 @@ def _kernels_wanted() -> bool:
 def _load_kernels():
     """The kernel module, imported on first use; None (and the NumPy kernels from then on)
     when numba fails to import."""
-    global _USE_KERNELS
-    try:
-        from . import _kernels
-    except ImportError:  # pragma: no cover - a broken numba installation
-        _USE_KERNELS = False
-        return None
-    if not _kernels.available:
-        _USE_KERNELS = False
-        return None
-    return _kernels
+    global _USE_KERNELS, _KERNELS
+    if _KERNELS is None:
+        try:
+            from . import _kernels
+        except ImportError:  # pragma: no cover - a broken numba installation
+            _kernels = None
+        if _kernels is None or not _kernels.available:
+            _USE_KERNELS = False
+            return None
+        _KERNELS = _kernels
+    return _KERNELS
+
+
+_KERNELS = None
 
 
 _USE_KERNELS = _kernels_wanted()
