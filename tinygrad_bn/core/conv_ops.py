@@ -20,9 +20,13 @@ by ``pads`` (lo, hi) per axis, with kernel ``k``, ``stride`` s and ``dilation`` 
 Forward passes are raw NumPy (window views, one im2col copy, matmul). Each backward is
 written once with operations that ndarrays and Tensors share (see ``ops``), calling
 ``unfold`` / ``fold`` / ``Scatter``, which are primitives themselves: so
-``grad(create_graph=True)`` differentiates through these ops again. Inputs may be
-unbatched, (C, *S), as in torch: the op adds and removes the batch axis itself (still one
-node). Arguments are checked with torch's rules; errors name the shapes.
+``grad(create_graph=True)`` differentiates through these ops again. The convolution's
+backward of ndarrays (the usual, first-order case) has its own faster route beside that one:
+the window copies go straight into the matmul's layout, and for stride 1 dx is computed on
+the flattened padded grid, where the fold is ∏K contiguous adds (``_conv_grads_array``;
+tests/test_conv_fast.py holds it to the shared definition). Inputs may be unbatched,
+(C, *S), as in torch: the op adds and removes the batch axis itself (still one node).
+Arguments are checked with torch's rules; errors name the shapes.
 """
 from __future__ import annotations
 
@@ -57,6 +61,10 @@ class Geometry:
     @property
     def nd(self) -> int:
         return len(self.kernel)
+
+    def padded_size(self) -> tuple:
+        """The padded input's size per axis: ``S + lo + hi``."""
+        return tuple(s + lo + hi for s, (lo, hi) in zip(self.in_size, self.pads))
 
     def span(self) -> tuple:
         """The extent of one (dilated) window per axis: ``d·(k−1) + 1``."""
@@ -100,7 +108,11 @@ def pad_array(x: np.ndarray, geo: Geometry, value=0) -> np.ndarray:
     if not any(lo or hi for lo, hi in geo.pads):
         return x
     lead = x.ndim - geo.nd
-    return np.pad(x, [(0, 0)] * lead + [tuple(p) for p in geo.pads], constant_values=value)
+    size = x.shape[lead:]
+    out = np.full(x.shape[:lead] + tuple(s + lo + hi for s, (lo, hi) in zip(size, geo.pads)),
+                  value, dtype=x.dtype)
+    out[(Ellipsis,) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(size, geo.pads))] = x
+    return out
 
 
 def unfold_array(x: np.ndarray, geo: Geometry, value=0) -> np.ndarray:
@@ -120,8 +132,7 @@ def fold_array(u: np.ndarray, geo: Geometry) -> np.ndarray:
     added back where it came from (a loop over the kernel's offsets only), padding cut off."""
     nd = geo.nd
     lead = u.shape[:u.ndim - 2 * nd]
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(geo.in_size, geo.pads))
-    out = np.zeros(lead + padded, dtype=u.dtype)
+    out = np.zeros(lead + geo.padded_size(), dtype=u.dtype)
     if all(o > 0 for o in geo.out_size):
         for offs, dst in _offsets(geo):
             out[(Ellipsis,) + dst] += u[(Ellipsis,) + offs]
@@ -326,11 +337,161 @@ def _im2col(x, geo: Geometry, groups: int):
                                       n * _prod(geo.out_size)))
 
 
+def _conv_grads(x, w, g, geo: Geometry, groups: int, need: tuple):
+    """The gradients (dx, dW, db) of a batched convolution from gy (N, O, *O), by the
+    definition: gy as (G, Og, N·P), dW = gy·colsᵀ with ``_im2col``, and dx = fold(Wᵀ·gy)
+    with the columns laid out as ``fold`` reads them. Tensors (graph mode: ``unfold`` and
+    ``fold`` are nodes, so this differentiates again) or ndarrays, all of one dtype."""
+    nd = geo.nd
+    n, o = g.shape[:2]
+    og = o // groups
+    p = _prod(geo.out_size)
+    # (N, O, *O_S) -> (G, Og, N·P)
+    gm = g.reshape((n, groups, og, p)).transpose((1, 2, 0, 3)).reshape((groups, og, n * p))
+    gx = gw = gb = None
+    if need[0]:
+        cg = w.shape[1]
+        cols = w.reshape((groups, og, cg * _prod(geo.kernel))).swapaxes(1, 2) @ gm
+        # (G, Cg·K, N·P) -> (N, C, *O, *K), the layout fold reads
+        cols = cols.reshape((groups, cg) + tuple(geo.kernel) + (n,) + tuple(geo.out_size))
+        perm = (2 + nd, 0, 1) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(2, 2 + nd))
+        cols = cols.transpose(perm).reshape((n, groups * cg) + tuple(geo.out_size)
+                                            + tuple(geo.kernel))
+        gx = fold(cols, geo)
+    if need[1]:
+        gw = (gm @ _im2col(x, geo, groups).swapaxes(1, 2)).reshape(
+            (o, x.shape[1] // groups) + tuple(geo.kernel))
+    if len(need) > 2 and need[2]:
+        gb = g.sum(axis=(0,) + tuple(range(2, 2 + nd)))
+    return gx, gw, gb
+
+
+# The same convolution for ndarrays, written for speed: the window copies go straight into
+# the layout the matmul reads, each of the three products is one matmul over the whole batch
+# (few BLAS calls: a busy machine stalls each threaded call), and dx avoids the many short
+# strided adds of ``fold``. The results equal ``_im2col`` / ``_conv_grads`` up to rounding
+# (tests/test_conv_fast.py).
+def _im2col_array(x: np.ndarray, geo: Geometry, groups: int) -> np.ndarray:
+    """``_im2col`` of an ndarray: one strided slice copy per kernel offset j (all channels
+    and samples at once) into a (C, *K, N, *O) buffer, which is (G, Cg·K, N·P) in memory:
+
+        cols[c, j, n, o] = x_pad[n, c, o·s + j·d]
+    """
+    n, c = x.shape[:2]
+    every = (slice(None),)
+    xp = pad_array(x, geo).swapaxes(0, 1)  # (C, N, *S_pad), a view
+    cols = np.empty((c,) + tuple(geo.kernel) + (n,) + tuple(geo.out_size), dtype=x.dtype)
+    for offs, src in _offsets(geo):
+        cols[every + offs] = xp[every * 2 + src]
+    return cols.reshape((groups, c // groups * _prod(geo.kernel), n * _prod(geo.out_size)))
+
+
+def _columns(g: np.ndarray, groups: int) -> np.ndarray:
+    """gy (N, O, *O) as (G, Og, N·P), the layout of the matmuls (a copy)."""
+    n, o = g.shape[:2]
+    p = _prod(g.shape[2:])
+    return g.reshape((n, groups, o // groups, p)).transpose((1, 2, 0, 3)).reshape(
+        (groups, o // groups, n * p))
+
+
+def _conv_array(x: np.ndarray, w: np.ndarray, b, geo: Geometry, groups: int) -> np.ndarray:
+    """y = W·cols + b for ndarrays of one dtype: (N, C, *S) -> (N, O, *O). One matmul
+    (G, Og, Cg·K)·(G, Cg·K, N·P), the bias added to its rows, then (O, N·P) copied out as
+    (N, O, P)."""
+    n, o = x.shape[0], w.shape[0]
+    p = _prod(geo.out_size)
+    cols = _im2col_array(x, geo, groups)
+    y = np.matmul(w.reshape((groups, o // groups, cols.shape[1])), cols)  # (G, Og, N·P)
+    if b is not None:
+        y += b.reshape((groups, o // groups, 1))
+    out = np.empty((n, o) + tuple(geo.out_size), dtype=y.dtype)
+    np.copyto(out.reshape((n, o, p)), y.reshape((o, n, p)).swapaxes(0, 1))
+    return out
+
+
+def _flat_shifts(geo: Geometry) -> list:
+    """Stride 1: how far each kernel offset j (row-major) lies from a window's start in the
+    flattened padded grid (N, *S_pad), i.e. Σ_a j_a·d_a·(row length of axis a)."""
+    padded = geo.padded_size()
+    steps = [_prod(padded[a + 1:]) for a in range(geo.nd)]
+    return [sum(j * d * st for j, d, st in zip(offs, geo.dilation, steps))
+            for offs in itertools.product(*[range(k) for k in geo.kernel])]
+
+
+def _dx_on_grid_pays(geo: Geometry, w: np.ndarray) -> bool:
+    """Whether ``_conv_dx_grid`` applies: stride 1, a padded grid at most twice the output
+    positions (its matmul runs over the whole grid), and a finite W (W·0 must be 0)."""
+    return (all(s == 1 for s in geo.stride)
+            and _prod(geo.padded_size()) <= 2 * _prod(geo.out_size)
+            and bool(np.isfinite(w).all()))
+
+
+def _conv_dx_grid(g: np.ndarray, w: np.ndarray, geo: Geometry, groups: int) -> np.ndarray:
+    """dx for stride 1, on the flattened padded grid (N, *S_pad) of M positions: gy is put
+    at the window starts of a zero grid (O, M); u = Wᵀ·grid (C·K rows, as (C, K, M)); then
+
+        acc[c, q + shift_j] += u[c, j, q]      (one contiguous add per kernel offset j)
+
+    with ``_flat_shifts``, and the padding is cut off. The windows that would wrap across a
+    row or a sample start where the grid is zero, so they add nothing. A (N, C, *S) view."""
+    n, o = g.shape[:2]
+    og, c = o // groups, w.shape[1] * groups
+    padded = geo.padded_size()
+    m = n * _prod(padded)
+    grid = np.zeros((o, n) + padded, dtype=g.dtype)
+    grid[(slice(None),) * 2 + tuple(slice(0, e) for e in geo.out_size)] = g.swapaxes(0, 1)
+    wt = w.reshape((groups, og, w.shape[1] * _prod(geo.kernel))).swapaxes(1, 2)
+    u = np.matmul(wt, grid.reshape((groups, og, m))).reshape((c, _prod(geo.kernel), m))
+    shifts = _flat_shifts(geo)
+    acc = np.zeros((c, m + shifts[-1]), dtype=g.dtype)
+    for j, t in enumerate(shifts):
+        acc[:, t:t + m] += u[:, j]
+    crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(geo.pads, geo.in_size))
+    return acc[:, :m].reshape((c, n) + padded)[(slice(None),) * 2 + crop].swapaxes(0, 1)
+
+
+def _conv_dx_folded(gm: np.ndarray, w: np.ndarray, geo: Geometry, groups: int,
+                    n: int) -> np.ndarray:
+    """dx for any stride: u = Wᵀ·gy, one column per output position, from gy as
+    (G, Og, N·P) (``_columns``); then ``fold_array`` on u viewed as (C, N, *O, *K).
+    A (N, C, *S) view."""
+    nd, og, c = geo.nd, w.shape[0] // groups, w.shape[1] * groups
+    wt = w.reshape((groups, og, w.shape[1] * _prod(geo.kernel))).swapaxes(1, 2)
+    u = np.matmul(wt, gm).reshape((c,) + tuple(geo.kernel) + (n,) + tuple(geo.out_size))
+    perm = (0, 1 + nd) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(1, 1 + nd))
+    return fold_array(u.transpose(perm), geo).swapaxes(0, 1)
+
+
+def _conv_grads_array(x, w, g, geo: Geometry, groups: int, need: tuple):
+    """``_conv_grads`` for ndarrays of one dtype, the same values up to rounding, with gy
+    as (G, Og, N·P) (``_columns``):
+
+        dx: ``_conv_dx_grid`` when ``_dx_on_grid_pays``, else ``_conv_dx_folded``
+        dW = (cols·gyᵀ)ᵀ with ``_im2col_array``      db = Σ_{n,p} gy
+
+    (cols·gyᵀ rather than gy·colsᵀ: BLAS shares the long N·P axis better between threads
+    this way round.) dx is a (N, C, *S) view."""
+    n, o = g.shape[:2]
+    gm = _columns(g, groups)
+    gx = gw = gb = None
+    if need[0]:
+        gx = (_conv_dx_grid(g, w, geo, groups) if _dx_on_grid_pays(geo, w)
+              else _conv_dx_folded(gm, w, geo, groups, n))
+    if need[1]:
+        gw = np.matmul(_im2col_array(x, geo, groups), gm.swapaxes(1, 2)).swapaxes(1, 2)
+        gw = gw.reshape((o, x.shape[1] // groups) + tuple(geo.kernel))
+    if len(need) > 2 and need[2]:
+        gb = gm.sum(axis=2).reshape((o,))
+    return gx, gw, gb
+
+
 class ConvNd(Primitive):
     """Convolution (cross-correlation, as torch) of x (N, C, *S) with W (O, C/G, *K), plus
     b (O,): y (N, O, *O_S). See the module docstring for the formulas.
 
-    x is read only for dW, W only for dx.
+    The forward and the backward of ndarrays run ``_conv_array`` / ``_conv_grads_array``;
+    the backward of Tensors (graph mode) runs ``_conv_grads``. x is read only for dW, W
+    only for dx.
     """
 
     nd = 2
@@ -345,15 +506,8 @@ class ConvNd(Primitive):
         _check_conv_dtypes(x, w, b, fn)
         ctx.geo, ctx.groups, ctx.batched, ctx.padding = geo, int(groups), batched, label
         cd = _compute_dtype(x.dtype)
-        xb = _batch(x, batched).astype(cd, copy=False)
-        n, o, g = xb.shape[0], w.shape[0], int(groups)
-        cols = _im2col(xb, geo, g)  # (G, Cg·K, N·P)
-        wm = w.astype(cd, copy=False).reshape((g, o // g, cols.shape[1]))
-        y = np.matmul(wm, cols)  # (G, Og, N·P)
-        y = y.reshape((g, o // g, n, _prod(geo.out_size))).transpose(2, 0, 1, 3).reshape(
-            (n, o) + tuple(geo.out_size))
-        if b is not None:
-            y += b.astype(cd, copy=False).reshape((o,) + (1,) * nd)
+        y = _conv_array(_batch(x, batched).astype(cd, copy=False), w.astype(cd, copy=False),
+                        None if b is None else b.astype(cd, copy=False), geo, int(groups))
         y = y.astype(x.dtype, copy=False)
         return y if batched else y[0]
 
@@ -364,45 +518,21 @@ class ConvNd(Primitive):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.inputs()
-        geo, groups, need = ctx.geo, ctx.groups, ctx.needs_input_grad
-        nd = geo.nd
-        batched = ctx.batched
+        batched, need = ctx.batched, ctx.needs_input_grad
         g = _batch(g, batched)
-        n, o = g.shape[:2]
-        og = o // groups
-        p = _prod(geo.out_size)
-        raw = not _is_tensor(g)
-        dtype = g.dtype
-        if raw:
-            g = g.astype(_compute_dtype(dtype), copy=False)
-        # (N, O, *O_S) -> (G, Og, N·P)
-        gm = g.reshape((n, groups, og, p)).transpose((1, 2, 0, 3)).reshape((groups, og, n * p))
-        gx = gw = gb = None
-        if need[0]:
-            ws = w.astype(g.dtype, copy=False) if raw else w
-            cg = w.shape[1]
-            cols = ws.reshape((groups, og, cg * _prod(geo.kernel))).swapaxes(1, 2) @ gm
-            # (G, Cg·K, N·P) -> (N, C, *O, *K), the layout fold reads
-            cols = cols.reshape((groups, cg) + tuple(geo.kernel) + (n,) + tuple(geo.out_size))
-            perm = (2 + nd, 0, 1) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(2, 2 + nd))
-            cols = cols.transpose(perm).reshape((n, groups * cg) + tuple(geo.out_size)
-                                                + tuple(geo.kernel))
-            gx = fold(cols, geo)
-            gx = gx if batched else gx.reshape(gx.shape[1:])
-            if raw:
-                gx = np.ascontiguousarray(gx, dtype=dtype)
-        if need[1]:
-            xs = _batch(x, batched)
-            if raw:
-                xs = xs.astype(g.dtype, copy=False)
-            gw = (gm @ _im2col(xs, geo, groups).swapaxes(1, 2)).reshape(
-                (o, xs.shape[1] // groups) + tuple(geo.kernel))
-            if raw:
-                gw = gw.astype(dtype, copy=False)
-        if len(need) > 2 and need[2]:
-            gb = g.sum(axis=(0,) + tuple(range(2, 2 + nd)))
-            if raw:
-                gb = gb.astype(dtype, copy=False)
+        xb = None if x is None else _batch(x, batched)
+        if _is_tensor(g):
+            gx, gw, gb = _conv_grads(xb, w, g, ctx.geo, ctx.groups, need)
+        else:
+            dtype, cd = g.dtype, _compute_dtype(g.dtype)
+            gx, gw, gb = _conv_grads_array(
+                None if xb is None else xb.astype(cd, copy=False),
+                None if w is None else w.astype(cd, copy=False),
+                g.astype(cd, copy=False), ctx.geo, ctx.groups, need)
+            gx, gw, gb = (None if a is None else np.ascontiguousarray(a, dtype=dtype)
+                          for a in (gx, gw, gb))
+        if gx is not None and not batched:
+            gx = gx.reshape(gx.shape[1:])
         return (gx, gw, gb)[:len(need)]
 
 
