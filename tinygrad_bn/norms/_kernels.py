@@ -170,13 +170,13 @@ def _columns_run(x, pivot, a1, a2):
 
 
 @_compiled
-def _columns_grad_run(x, g, mean, rstd, a1, a2):
+def _columns_grad_run(x, g, mean, a1, a2):
     C = x.shape[1]
     for i in range(x.shape[0]):
         xi, gi = x[i], g[i]
         for c in range(C):
             a1[c] += gi[c]
-            a2[c] += gi[c] * ((xi[c] - mean[c]) * rstd[c])
+            a2[c] += gi[c] * (xi[c] - mean[c])
 
 
 # ---------------------------------------------------------------------------------- rows
@@ -279,29 +279,29 @@ def columns_apply(x, mean, scale, shift, lo, hi, y):
 
 
 @_compiled
-def columns_grad_sums(x, g, mean, rstd, lo, hi, sg, sgx):
-    """Σ g and Σ g·x̂ per column over rows [lo, hi) (added into sg, sgx), as
-    ``columns_sums``."""
+def columns_grad_sums(x, g, mean, lo, hi, sg, sgd):
+    """Σ g and Σ g·(x − μ) per column over rows [lo, hi) (added into sg, sgd; times rstd the
+    latter is Σ g·x̂), as ``columns_sums``."""
     a1 = np.zeros(x.shape[1], x.dtype)
     a2 = np.zeros(x.shape[1], x.dtype)
     for i0 in range(lo, hi, ROWS):
         a1[:] = 0
         a2[:] = 0
         i1 = min(hi, i0 + ROWS)
-        _columns_grad_run(x[i0:i1], g[i0:i1], mean, rstd, a1, a2)
+        _columns_grad_run(x[i0:i1], g[i0:i1], mean, a1, a2)
         sg += a1
-        sgx += a2
+        sgd += a2
 
 
 @_compiled
-def columns_dx(x, g, mean, rstd, scale, cg, cgx, lo, hi, dx):
-    """dx = scale_c·(g − cg_c − x̂·cgx_c), x̂ = (x − μ_c)·rstd_c, for rows [lo, hi)
-    (scale = γ·rstd, cg = Σg/m, cgx = Σ(g·x̂)/m)."""
+def columns_dx(x, g, mean, scale, cg, k, lo, hi, dx):
+    """dx = scale_c·(g − cg_c − (x − μ_c)·k_c) for rows [lo, hi): scale = γ·rstd,
+    cg = Σg/m, k = rstd·Σ(g·x̂)/m, so that (x − μ)·k = x̂·Σ(g·x̂)/m."""
     C = x.shape[1]
     for i in range(lo, hi):
         xi, gi, di = x[i], g[i], dx[i]
         for c in range(C):
-            di[c] = scale[c] * (gi[c] - cg[c] - (xi[c] - mean[c]) * rstd[c] * cgx[c])
+            di[c] = scale[c] * (gi[c] - cg[c] - (xi[c] - mean[c]) * k[c])
 
 
 # ------------------------------------------------------------------------------ channels
@@ -331,24 +331,25 @@ def channels_apply(x, mean, scale, shift, lo, hi, y):
 
 
 @_compiled
-def channels_grad_sums(x, g, mean, rstd, lo, hi, sg, sgx):
+def channels_grad_sums(x, g, mean, lo, hi, sg, sgd):
     """As ``columns_grad_sums`` for x as (N·C, L)."""
     C = mean.shape[0]
+    one = x.dtype.type(1)
     for r in range(lo, hi):
         c = r % C
-        a1, a2 = _seg_sums(x[r], g[r], mean[c], rstd[c])
+        a1, a2 = _seg_sums(x[r], g[r], mean[c], one)
         sg[c] += a1
-        sgx[c] += a2
+        sgd[c] += a2
 
 
 @_compiled
-def channels_dx(x, g, mean, rstd, scale, cg, cgx, lo, hi, dx):
+def channels_dx(x, g, mean, scale, cg, k, lo, hi, dx):
     """As ``columns_dx`` for x as (N·C, L)."""
     C = mean.shape[0]
     L = x.shape[1]
     for r in range(lo, hi):
         c = r % C
-        m, q, a, k1, k2 = mean[c], rstd[c], scale[c], cg[c], cgx[c]
+        m, a, k1, k2 = mean[c], scale[c], cg[c], k[c]
         xr, gr, dr = x[r], g[r], dx[r]
         for l in range(L):
-            dr[l] = a * (gr[l] - k1 - (xr[l] - m) * q * k2)
+            dr[l] = a * (gr[l] - k1 - (xr[l] - m) * k2)

@@ -738,19 +738,19 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
         k = kern.columns_grad_sums if kind == "columns" else kern.channels_grad_sums
 
         def sums(i):
-            sg, sgx = np.zeros(c), np.zeros(c)
-            k(x2, g2, mean, rstd, *bounds(i), sg, sgx)
-            return sg, sgx
+            sg, sgd = np.zeros(c), np.zeros(c)
+            k(x2, g2, mean, *bounds(i), sg, sgd)
+            return sg, sgd
 
         parts = _threads.run_blocks(sums, count)
         db = _sum_blocks([p[0] for p in parts])  # Σ dy = dβ
-        dw = _sum_blocks([p[1] for p in parts])  # Σ dy·x̂ = dγ
+        dw = _sum_blocks([p[1] for p in parts]) * rstd  # Σ dy·(x − μ)·rstd = Σ dy·x̂ = dγ
         if need[0]:
             scale = rstd if w is None else rstd * w.reshape(c)
-            cg, cgx = (db / plan.n).astype(dt), (dw / plan.n).astype(dt)
+            cg, kx = (db / plan.n).astype(dt), (dw * rstd / plan.n).astype(dt)
             k = kern.columns_dx if kind == "columns" else kern.channels_dx
-            _threads.run_blocks(lambda i: k(x2, g2, mean, rstd, scale, cg, cgx, *bounds(i),
-                                            dx), count)
+            _threads.run_blocks(lambda i: k(x2, g2, mean, scale, cg, kx, *bounds(i), dx),
+                                count)
     dx = dx.reshape(plan.xshape) if need[0] else None
     dw = dw.astype(dt).reshape(plan.pshape) if need[1] else None
     db = db.astype(dt).reshape(plan.pshape) if need[2] else None
