@@ -2,10 +2,15 @@
 
 Nodes are processed in topological order by counting, for each node, how many edges from
 the rest of the graph still owe it a gradient (Kahn's algorithm); nothing recurses, so a graph
-100,000 ops deep is fine. Broadcast gradients are reduced to each input's shape in one
-place, ``unbroadcast``; a gradient whose dtype differs from its input's (mixed-dtype ops) is
+100,000 ops deep is fine. Every node counts its consumers as they are recorded (``_uses``),
+so a plain ``backward()`` starts at once; where that count says more than the pass will see
+(a consumer that is not part of it), the pass counts the rest of the graph exactly when it
+gets there. Broadcast gradients are reduced to each input's shape in one place,
+``ops.unbroadcast``; a gradient whose dtype differs from its input's (mixed-dtype ops) is
 cast to the input's dtype on the edge, as torch does. ``register_hook`` functions run where
 a Tensor's gradient is complete: before its node's backward, or for a leaf once per pass.
+Gradient arrays the engine made are reused in place where nobody else can see them (see
+``_run``).
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .node import FREED, Function, Hooks, _grad_mode
+from .ops import unbroadcast  # the one reduction of broadcast gradients (ops use it too)
 from .tensor import Tensor
 
 _wrap = Tensor._wrap
@@ -23,54 +29,41 @@ _wrap = Tensor._wrap
 _accumulate_lock = threading.Lock()
 
 
-def unbroadcast(g, shape: tuple):
-    """Sum ``g`` (ndarray or Tensor) down to ``shape``, undoing NumPy broadcasting.
-
-    Leading axes that broadcasting added are summed away, then axes where ``shape`` has size
-    1 are summed with keepdims. Raises RuntimeError when ``g`` cannot come from ``shape``.
-    """
-    gshape = g.shape
-    if gshape == shape:
-        return g
-    nd = len(gshape) - len(shape)
-    if nd < 0 or any(s != 1 and gshape[i + nd] != s for i, s in enumerate(shape)):
-        raise RuntimeError(f"gradient of shape {gshape} cannot be reduced to shape {shape}")
-    axes = tuple(range(nd)) + tuple(
-        i + nd for i, s in enumerate(shape) if s == 1 and gshape[i + nd] != 1
-    )
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    if nd:
-        g = g.reshape(shape)
-    return g
-
-
-def _count_dependencies(roots: list) -> dict:
-    """For every node reachable from ``roots``: how many edges point to it (iteratively)."""
+def _count_dependencies(roots) -> dict:
+    """For every node reachable from ``roots``: how many edges from that part of the graph
+    point to it (iteratively). Raises before anything runs when a node on the way was freed
+    by an earlier backward."""
     deps: dict = {}
-    stack = [r for r in roots if isinstance(r, Function)]
-    for r in stack:
-        deps[r] = 0
-    seen_roots = set(stack)
-    stack = list(seen_roots)
+    stack = []
+    for r in roots:
+        if isinstance(r, Function) and r not in deps:
+            deps[r] = 0
+            stack.append(r)
+    pop = stack.pop
+    push = stack.append
+    get = deps.get
     while stack:
-        node = stack.pop()
+        node = pop()
         parents = node.parents
         if parents is None:
-            raise RuntimeError(
-                "Trying to backward through the graph a second time: the graph of "
-                f"{type(node).__name__} was freed by an earlier backward(). Pass "
-                "retain_graph=True to the first backward() or grad() call if you need to "
-                "backward twice."
-            )
+            raise _freed_graph(node)
         for p in parents:
             if isinstance(p, Function):
-                if p in deps:
-                    deps[p] += 1
-                else:
+                c = get(p)
+                if c is None:
                     deps[p] = 1
-                    stack.append(p)
+                    push(p)
+                else:
+                    deps[p] = c + 1
     return deps
+
+
+def _freed_graph(node) -> RuntimeError:
+    return RuntimeError(
+        "Trying to backward through the graph a second time: the graph of "
+        f"{type(node).__name__} was freed by an earlier backward(). Pass retain_graph=True to "
+        "the first backward() or grad() call if you need to backward twice."
+    )
 
 
 def _call_backward(node: Function, g, graph_mode: bool) -> tuple:
@@ -87,22 +80,28 @@ def _call_backward(node: Function, g, graph_mode: bool) -> tuple:
     out = node.backward(node, g if graph_mode else _wrap(g, None))
     if not isinstance(out, tuple):
         out = (out,)
-    n = len(node.parents)
+    n = len(node.needs_input_grad)
     if len(out) != n:
         raise RuntimeError(
             f"{type(node).__name__}.backward returned {len(out)} gradient(s), expected {n} "
             "(one per positional input of forward, None where there is none)"
         )
     if not graph_mode:
-        out = [o.data if isinstance(o, Tensor) else o for o in out]
-        seen = set()
-        for i, o in enumerate(out):  # an array handed to two inputs must not be shared
-            if o is not None:
-                if id(o) in seen:
-                    out[i] = o.copy()
-                seen.add(id(o))
-        out = tuple(out)
+        # arrays a user's backward returns may live on elsewhere (a saved Tensor, the
+        # incoming gradient): read-only views, so that nothing downstream adds or writes
+        # into them (a leaf copies one instead of adopting it)
+        out = tuple([_lent(o.data if isinstance(o, Tensor) else o) for o in out])
     return out
+
+
+def _lent(g):
+    """``g`` as a read-only view when it is an ndarray: the engine does not own it, so no
+    backward writes into it and no leaf adopts it as its ``.grad`` (see ``ops._reusable``)."""
+    if type(g) is not np.ndarray:
+        return g
+    g = g.view()
+    g.flags.writeable = False
+    return g
 
 
 def _shape_error(node, gshape, shape):
@@ -130,53 +129,89 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     ``results`` are as backward returned them, before reduction to the inputs' shapes), then
     ``observe(leaf, g, None)`` once per leaf in the result, with its final summed gradient.
     It must not modify the arrays it is shown.
+
+    Gradient buffers: an array that a backward returned (fresh, writeable, owning its
+    memory) belongs to the engine, which sums further gradients into it in place, hands it
+    to the next node's backward (which may write into it: ``ops._reusable``) or makes it a
+    leaf's ``.grad``. A gradient someone else may hold — a user's array, what a hook or
+    ``retain_grad`` was shown, every gradient of a quiet or observed pass — travels as a
+    read-only view instead.
+
+    Counting: ``pending[node]`` is how many gradients a node still waits for. A plain pass
+    starts from the consumers each node counted when it was recorded (``_uses``), which can
+    only be more than the pass delivers (a consumer outside it, or one made later): a node
+    is never run early, and when the pass runs out of ready nodes with some still waiting,
+    the rest of the graph is counted exactly (``_count_dependencies``) and the pass goes on.
+    Any other pass (hooks, retained Tensors, ``inputs``, graph mode, quiet or observed)
+    counts exactly first, so that it raises for a freed graph before anything runs.
     """
-    deps = _count_dependencies(roots)
-    grads: dict = {}
-    for r, g in zip(roots, root_grads):
-        grads[r] = grads[r] + g if r in grads else g
+    raw_mode = not graph_mode
+    quiet = stop is not None
+    hooked = Hooks.live > 0 and not quiet
+    retaining = raw_mode and not quiet and Hooks.retains > 0
+    lend = raw_mode and (quiet or observe is not None)  # every gradient read-only
+    watch = hooked or retaining or lend or inputs is not None
+    exact = watch or graph_mode
+    pending = _count_dependencies(roots) if exact else {}
+    if len(roots) == 1:
+        grads = {roots[0]: root_grads[0]}
+    else:
+        grads = {}
+        for r, g in zip(roots, root_grads):
+            grads[r] = grads[r] + g if r in grads else g
     if stop:
         grads = _Stopping(grads, stop)
     wanted = None
     captured: dict = {}
     if inputs is not None:
         wanted = {(t._ctx if t._ctx is not None else t): True for t in inputs}
-    for r in list(grads):  # leaf roots (backward() on a leaf) take their gradient directly
-        if isinstance(r, Tensor):
-            _deliver_leaf(r, grads.pop(r), wanted, captured)
     # only a root can be waiting for nothing: every other node is some node's input
-    if len(roots) == 1:
-        ready = [roots[0]] if isinstance(roots[0], Function) else []
-    else:
-        ready = [r for r in dict.fromkeys(roots) if isinstance(r, Function) and deps[r] == 0]
+    ready = [r for r in (roots if len(roots) == 1 else dict.fromkeys(roots))
+             if isinstance(r, Function) and (pending[r] if exact else r._uses) == 0]
+    if len(ready) != len(grads):  # leaf roots (backward() on a leaf) take their gradient
+        for r in list(grads):
+            if isinstance(r, Tensor):
+                _deliver_leaf(r, grads.pop(r), wanted, captured)
     pop = ready.pop
     push = ready.append
-    raw_mode = not graph_mode
-    hooked = Hooks.live > 0 and stop is None
-    retaining = not graph_mode and stop is None
-    while ready:
+    get = pending.get
+    while True:
+        if not ready:  # done, or nodes wait for consumers this pass does not reach
+            if not grads:
+                break
+            rest = [n for n, left in pending.items() if left]
+            rest += [n for n in grads if isinstance(n, Function) and n not in pending]
+            if not rest:
+                break
+            pending = _count_dependencies(rest)
+            get = pending.get
+            ready += [n for n in rest if pending[n] == 0]
         node = pop()
         g = grads.pop(node, None)
-        parents = node.parents
+        # node.parents, spelled out (see Function): this runs for every node of every pass
+        # (an op of one input has _edge1 None: zip() below stops at its one result)
+        e0 = node._edge0
+        if e0 is FREED:
+            raise _freed_graph(node)
+        parents = node._edges or (e0, node._edge1)
         if g is not None:
-            if hooked and node._hooks:
-                g = _run_hooks(node._hooks, g, graph_mode, node.shape)
-            if wanted is not None and node in wanted:
-                captured[node] = g
-                if raw_mode and type(g) is np.ndarray:
-                    # backward may hand g itself on (sub), into a slot accumulated in place
-                    g = g.view()
-                    g.flags.writeable = False
-            if node._retained is not None and retaining:
-                _retain(node, g)
+            if watch:
+                if hooked and node._hooks:
+                    g = _run_hooks(node._hooks, g, graph_mode, node.shape)
+                    if raw_mode:
+                        g = _lent(g)  # the hooks saw it (and may keep it)
+                if wanted is not None and node in wanted:
+                    captured[node] = g
+                    if raw_mode:
+                        g = _lent(g)
+                elif lend:
+                    g = _lent(g)
+                if retaining and node._retained is not None:
+                    _retain(node, g)
             # a primitive's gradients have its inputs' dtypes unless it mixed dtypes
             cast = node._mixed
-            if raw_mode and node._raw:
+            if node._raw and raw_mode:
                 results = node.backward(node, g)
-                if len(results) == 2 and results[0] is results[1] and results[0] is not None:
-                    # one array for two inputs (add): hand each a view, so that no leaf
-                    # adopts (and later accumulates into) an array another input still reads
-                    results = (results[0].view(), results[0].view())
             else:
                 results = _call_backward(node, g, graph_mode)
         else:
@@ -187,46 +222,52 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         for p, gp in zip(parents, results):
             if p is None:
                 continue
-            if isinstance(p, Tensor):
+            if isinstance(p, Function):
+                left = get(p)
+                if left is None:
+                    left = p._uses
                 if gp is not None:
-                    if gp.shape != p.data.shape:
+                    if gp.shape != p.shape:
                         try:
-                            gp = unbroadcast(gp, p.data.shape)
+                            gp = unbroadcast(gp, p.shape)
                         except RuntimeError:
-                            raise _shape_error(node, gp.shape, p.data.shape) from None
-                    if cast and gp.dtype != p.data.dtype:
-                        gp = gp.astype(p.data.dtype)
-                    if wanted is None:  # (_deliver_leaf, spelled out for backward())
-                        prev = captured.get(p)
-                        captured[p] = gp if prev is None else _sum_into(prev, gp)
-                    else:
-                        _deliver_leaf(p, gp, wanted, captured)
-                continue
-            if gp is not None:
-                if gp.shape != p.shape:
+                            raise _shape_error(node, gp.shape, p.shape) from None
+                    if cast and gp.dtype != p.dtype:
+                        gp = gp.astype(p.dtype)
+                    if left == 1 and p not in pending:  # its one consumer: nothing to add
+                        grads[p] = gp
+                        push(p)
+                        continue
+                    prev = grads.get(p)
+                    grads[p] = gp if prev is None else _sum_into(prev, gp)
+                left -= 1
+                pending[p] = left
+                if left == 0:
+                    push(p)
+            elif gp is not None:  # a leaf Tensor
+                shape = p.data.shape
+                if gp.shape != shape:
                     try:
-                        gp = unbroadcast(gp, p.shape)
+                        gp = unbroadcast(gp, shape)
                     except RuntimeError:
-                        raise _shape_error(node, gp.shape, p.shape) from None
-                if cast and gp.dtype != p.dtype:
-                    gp = gp.astype(p.dtype)
-                prev = grads.get(p)
-                grads[p] = gp if prev is None else _sum_into(prev, gp)
-            left = deps[p] - 1
-            deps[p] = left
-            if left == 0:
-                push(p)
+                        raise _shape_error(node, gp.shape, shape) from None
+                if cast and gp.dtype != p.data.dtype:
+                    gp = gp.astype(p.data.dtype)
+                if wanted is None:  # (_deliver_leaf, spelled out for backward())
+                    prev = captured.get(p)
+                    captured[p] = gp if prev is None else _sum_into(prev, gp)
+                else:
+                    _deliver_leaf(p, gp, wanted, captured)
         g = results = gp = prev = None  # drop this step's arrays before the next node runs
-        if not retain_graph:  # free what the node kept
-            node.parents = None
-            node._saved = FREED
-            node._inputs = FREED
-            node._out = FREED
+        if not retain_graph:  # free what the node kept: its edges, its saved values
+            node._edge0 = FREED
+            node._edge1 = node._edges = None
+            node._inputs = node._out = node._saved = FREED
     if hooked:
         for leaf in [k for k in captured if isinstance(k, Tensor)
                      and getattr(k, "_hooks", None)]:
-            captured[leaf] = _run_hooks(leaf._hooks, captured[leaf], graph_mode,
-                                        leaf.data.shape)
+            g = _run_hooks(leaf._hooks, captured[leaf], graph_mode, leaf.data.shape)
+            captured[leaf] = _lent(g) if raw_mode else g  # the hooks saw it: not adopted
     if observe is not None:
         for leaf in [k for k in captured if isinstance(k, Tensor)]:
             observe(leaf, captured[leaf], None)
@@ -236,13 +277,25 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
 
 
 def _accumulate_all(grads: dict) -> None:
-    """Add each leaf's gradient of this pass into its ``.grad``; one thread at a time."""
-    _accumulate_lock.acquire()
-    try:
+    """Add each leaf's gradient of this pass into its ``.grad``; one thread at a time.
+
+    A leaf without ``.grad`` adopts an array the engine owns (fresh, writeable, its dtype)
+    and copies any other; an existing ``.grad`` is added to in place, as torch does.
+    """
+    with _accumulate_lock:
         for leaf, g in grads.items():
-            _accumulate_grad(leaf, g)
-    finally:
-        _accumulate_lock.release()
+            cur = leaf.grad
+            if cur is None:
+                if type(g) is np.ndarray and g.base is None and g.dtype is leaf.data.dtype \
+                        and g.flags.writeable:
+                    leaf.grad = g  # a fresh array nobody else holds
+                else:
+                    leaf.grad = np.array(g, dtype=leaf.data.dtype)
+            else:
+                if cur.shape != leaf.data.shape:
+                    raise RuntimeError(f".grad of shape {cur.shape} does not match its "
+                                       f"Tensor's shape {leaf.data.shape}")
+                cur += g
 
 
 class _Stopping(dict):
@@ -306,21 +359,6 @@ def _sum_into(prev, g):
     return prev + g
 
 
-def _accumulate_grad(leaf: Tensor, g) -> None:
-    cur = leaf.grad
-    if cur is None:
-        if type(g) is np.ndarray and g.base is None and g.flags.writeable \
-                and g.dtype is leaf.data.dtype:
-            leaf.grad = g  # a fresh array nobody else holds
-        else:
-            leaf.grad = np.array(g, dtype=leaf.data.dtype)
-    else:
-        if cur.shape != leaf.data.shape:
-            raise RuntimeError(f".grad of shape {cur.shape} does not match its Tensor's shape "
-                               f"{leaf.data.shape}")
-        cur += g
-
-
 def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
     if g is None:
         if t.data.size != 1:
@@ -328,7 +366,8 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
                 f"grad can be implicitly created only for outputs with one element; {what} "
                 f"has shape {t.shape}: pass a gradient of that shape"
             )
-        arr = np.ones(t.data.shape, dtype=t.data.dtype)
+        arr = np.empty(t.data.shape, dtype=t.data.dtype)  # (np.ones, without its overhead)
+        arr.fill(1)
         return _wrap(arr, None) if graph_mode else arr
     if isinstance(g, Tensor):
         gshape = g.shape

@@ -163,6 +163,7 @@ class Changes:
 
 class Hooks:
     live = 0  # how many register_hook() functions exist: backward looks for none while 0
+    retains = 0  # retain_grad() calls so far: backward looks for retained Tensors after one
 
 
 def inplace_error(node, what: str, shape, version) -> RuntimeError:
@@ -210,17 +211,28 @@ class Function:
     Node attributes read by the engine and by ``viz``: ``parents`` (one edge per positional
     input: the input's node, the leaf Tensor itself, or None), ``shape`` and ``dtype`` of the
     output, ``out_name`` (the output Tensor's name, if it was given one).
+
+    The edges are kept in the node itself — ``_edge0`` and ``_edge1`` for an op of one or
+    two inputs (nearly all), ``_edges`` (a tuple) for three or more — rather than in a tuple
+    of their own: a tuple that holds nodes is one more object per node for Python's cyclic
+    garbage collector to walk again and again while a long graph is built, and long graphs
+    are made of little else. ``parents`` reads them back as a tuple.
     """
 
     # Primitives (ops.py) set this: their forward/backward run on raw ndarrays when no
     # differentiable backward graph is being built.
     _raw = False
-    parents: tuple | None = None
     needs_input_grad: tuple = ()
     shape: tuple = ()
     dtype = None
     out_name: str | None = None
     scope = None  # the module / norm call that made the node (for drawing clusters)
+    _edge0: Any = None  # the first input's edge (ops of one or two inputs); FREED once a
+    # backward freed the node
+    _edge1: Any = None  # the second input's edge (ops of two inputs)
+    _edges: tuple | None = None  # all edges, for an op of three or more inputs
+    _uses = 0  # edges that nodes recorded later point at this one: where a backward starts
+    # counting the gradients it waits for (see autograd._run)
     _saved: Any = ()
     _inputs: Any = ()
     _out: Any = None
@@ -231,6 +243,19 @@ class Function:
     _retained = None  # weakref to an output Tensor that asked for retain_grad()
     _hooks = None  # register_hook() functions of the output Tensor (a list)
     _graph_mode = False  # True while backward builds a differentiable graph
+
+    @property
+    def parents(self) -> tuple | None:
+        """One edge per positional input: the input's node, the leaf Tensor itself, or None
+        (an input that needs no gradient). None once a backward freed the graph."""
+        if self._edge0 is FREED:
+            return None
+        n = len(self.needs_input_grad)
+        if n == 2:
+            return (self._edge0, self._edge1)
+        if n == 1:
+            return (self._edge0,)
+        return self._edges
 
     # -- ctx API -----------------------------------------------------------------------
     def save_for_backward(self, *values) -> None:

@@ -11,9 +11,20 @@ ndarray. Its ``backward(ctx, grad)`` is written once and runs in two modes:
 So a backward rule uses only what ndarrays and Tensors share: arithmetic operators, ``@``,
 ``.reshape``, ``.transpose``, ``.swapaxes``, ``.sum(axis, keepdims)``, ``.astype``, ``.shape``,
 plus the helpers ``_log`` and ``_expand`` below. Gradients may come back with the broadcast
-shape: the engine reduces them to each input's shape in one place (``autograd.unbroadcast``).
+shape: the engine reduces them to each input's shape with ``unbroadcast`` (below). A rule
+may reduce one itself when it can do so more cheaply (``_sum_product``: the gradient of a
+broadcast factor, summed without writing the full product out).
+
+Buffers: in raw mode the engine may hand a backward an incoming gradient that it made for
+this node alone; the rule may then write its result into it (``_reusable``) instead of
+taking new memory. Everything else a rule is given (saved inputs, the output, a gradient
+someone else may hold, which arrives read-only) it must leave unchanged. What a rule returns
+becomes the engine's, so it returns a separate array per input (``Add`` hands out two views
+of its one gradient), never an array it keeps.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -27,27 +38,28 @@ class Primitive(Function):
     What a node keeps is declared, not coded: ``save_inputs`` (indices of the inputs that
     backward reads), optionally ``save_for`` (for each saved input, the inputs whose
     gradient reads it: an input nobody needs is not kept, and is None in backward), and
-    ``save_output``. ``tensor.apply_op``, the one routine that records nodes, reads these
-    attributes and nothing else.
+    ``save_output`` (True, or the inputs whose gradient reads the output).
+    ``tensor._record``, the one routine that records nodes, reads these attributes and
+    nothing else.
     """
 
     _raw = True
     _mixed = False
     save_inputs: tuple = ()  # indices of the inputs that backward reads (contiguous)
     save_for: tuple | None = None  # per saved input: the gradients that read it
-    save_output = False  # backward reads the output (exp, tanh, sqrt, ...)
+    save_output: bool | tuple = False  # backward reads the output (exp, tanh, sqrt, ...):
+    # True, or the indices of the inputs whose gradient reads it
     _save_slice = None
-    _keep = None  # needs_input_grad -> which saved inputs to keep (None: all)
+    _plans: dict = {}  # needs_input_grad -> what a node keeps (see save_plan), per class
     symbol: str | None = None  # a binary op's sign, drawn with its constant operand
 
     def describe(self) -> str:
         """A reduction's axes (``axis=0``, ``axis=(0, 2)``, ``all axes``), or a binary op's
         constant operand (``× 2``, ``^2``, ``1 / x``: its value when the node kept it)."""
-        d = self.__dict__
-        axes = d.get("axes")
-        if "keepdims" in d and isinstance(axes, tuple):  # a reduction
-            axes = tuple(int(a) for a in axes)
-            in_shape = d.get("in_shape")
+        axes = getattr(self, "axes", None)
+        if getattr(self, "keepdims", None) is not None and isinstance(axes, tuple):
+            axes = tuple(int(a) for a in axes)  # a reduction
+            in_shape = getattr(self, "in_shape", None)
             if in_shape is not None and len(axes) > 1 and len(axes) == len(in_shape):
                 return "all axes"
             return f"axis={axes[0]}" if len(axes) == 1 else f"axis={axes}"
@@ -76,20 +88,29 @@ class Primitive(Function):
             if si and tuple(si) != tuple(range(si[0], si[-1] + 1)):
                 raise TypeError(f"{cls.__name__}.save_inputs must be contiguous indices")
             cls._save_slice = slice(si[0], si[-1] + 1) if si else None
-        sf = cls.__dict__.get("save_for")
-        if sf is not None:
-            if len(sf) != len(cls.save_inputs):
-                raise TypeError(f"{cls.__name__}.save_for needs one entry per saved input")
-            cls._keep = {}
+        if cls.save_for is not None and len(cls.save_for) != len(cls.save_inputs):
+            raise TypeError(f"{cls.__name__}.save_for needs one entry per saved input")
+        cls._plans = {}
 
     @classmethod
-    def keep_pattern(cls, needs: tuple):
-        """Which saved inputs a node with ``needs_input_grad == needs`` keeps: True for all,
-        else one bool per saved input (from ``save_for``); remembered per pattern."""
-        k = tuple(any(j < len(needs) and needs[j] for j in js) for js in cls.save_for)
-        k = True if all(k) else k
-        cls._keep[needs] = k
-        return k
+    def save_plan(cls, needs: tuple) -> tuple:
+        """What a node with ``needs_input_grad == needs`` keeps, from the declarations:
+        ``(inputs, output)`` — ``inputs`` None (nothing), True (all of ``save_inputs``) or
+        one bool per saved input (``save_for``: an input no wanted gradient reads is not
+        kept); ``output`` a bool. Remembered per pattern."""
+        def wanted(js) -> bool:
+            return any(j < len(needs) and needs[j] for j in js)
+
+        keep = None
+        if cls._save_slice is not None:
+            keep = True
+            if cls.save_for is not None:
+                keep = tuple(wanted(js) for js in cls.save_for)
+                keep = True if all(keep) else keep
+        out = cls.save_output
+        plan = (keep, bool(out) if out is True or out is False else wanted(out))
+        cls._plans[needs] = plan
+        return plan
 
     @classmethod
     def apply(cls, *args, **params):
@@ -102,20 +123,16 @@ class Primitive(Function):
         Raises if a saved Tensor was modified in place since it was saved.
         """
         v = self._inputs
-        if v is FREED:
-            raise freed_error(self)
-        if Changes.last > self._seq:
+        if Changes.last > self._seq or v is FREED:
+            if v is FREED:
+                raise freed_error(self)
             check_saved(self, v)
         if self._graph_mode:
             return v
         T = _tensor.Tensor
-        n = len(v)
-        if n == 2:
+        if len(v) == 2:
             a, b = v
             return (a.data if isinstance(a, T) else a, b.data if isinstance(b, T) else b)
-        if n == 1:
-            a = v[0]
-            return (a.data if isinstance(a, T) else a,)
         return tuple([x.data if isinstance(x, T) else x for x in v])
 
     def output(self):
@@ -158,14 +175,187 @@ def _where0(cond, x):
 
 def _scale(x, c):
     """``x * c``: in place for a fresh ndarray (raw mode), a new node for a Tensor."""
-    if _is_tensor(x):
+    if type(x) is not np.ndarray and _is_tensor(x):
         return x * c
     x *= c
     return x
 
 
+def _negated(x):
+    """``-x`` for an array made for the purpose: in place when it is a writeable ndarray."""
+    if type(x) is np.ndarray and x.flags.writeable:
+        return np.negative(x, out=x)
+    return -x
+
+
+_ONE: dict = {}  # dtype -> 1 as a 0-d array of that dtype
+
+
+def _one(dtype):
+    """1 as a 0-d array of ``dtype``: ``1 - x`` then needs no conversion of a Python number
+    (which costs NumPy more than the subtraction itself on small arrays)."""
+    one = _ONE.get(dtype)
+    if one is None:
+        one = _ONE[dtype] = np.ones((), dtype)
+        one.flags.writeable = False
+    return one
+
+
 def _log(x):
     return x.log() if _is_tensor(x) else np.log(x)
+
+
+def unbroadcast(g, shape: tuple):
+    """Sum ``g`` (ndarray or Tensor) down to ``shape``, undoing NumPy broadcasting.
+
+    Leading axes that broadcasting added are summed away, then axes where ``shape`` has size
+    1 are summed with keepdims. Raises RuntimeError when ``g`` cannot come from ``shape``.
+    """
+    gshape = g.shape
+    if gshape == shape:
+        return g
+    plan = _REDUCTIONS.get((gshape, shape))
+    if plan is None:
+        plan = _reduction(gshape, shape)
+    axes, keepdims, rows = plan
+    if type(g) is np.ndarray:
+        if rows and g.size <= _ROWS_MAX and g.flags.c_contiguous and g.dtype.char in "fd":
+            # the leading axes only, of a small array
+            g = _column_sums(g.reshape(rows, -1))
+            return g if g.shape == shape else g.reshape(shape)
+        g = np.add.reduce(g, axes, None, None, keepdims)  # (g.sum, without its wrapper)
+    else:
+        g = g.sum(axis=axes, keepdims=keepdims)
+    if keepdims and len(gshape) != len(shape):
+        g = g.reshape(shape)
+    return g
+
+
+# (gradient's shape, input's shape) -> (axes to sum, keepdims, how many rows they make when
+# they are the leading axes, else 0)
+_REDUCTIONS: dict = {}
+
+
+def _reduction(gshape: tuple, shape: tuple) -> tuple:
+    """How ``unbroadcast`` sums ``gshape`` down to ``shape`` (remembered per pair)."""
+    nd = len(gshape) - len(shape)
+    if nd < 0 or any(s != 1 and gshape[i + nd] != s for i, s in enumerate(shape)):
+        raise RuntimeError(f"gradient of shape {gshape} cannot be reduced to shape {shape}")
+    ones = tuple(i + nd for i, s in enumerate(shape) if s == 1 and gshape[i + nd] != 1)
+    axes = tuple(range(nd)) + ones
+    # only leading axes: the sum has the input's shape already (and its own memory)
+    leading = axes == tuple(range(len(axes))) and len(axes) < len(gshape)
+    plan = (axes, bool(ones), math.prod(gshape[:len(axes)]) if leading else 0)
+    if len(_REDUCTIONS) < 1024:
+        _REDUCTIONS[(gshape, shape)] = plan
+    return plan
+
+
+_ONES: dict = {}  # (rows, dtype) -> a read-only vector of ones
+_ROWS_MAX = 8192  # elements: a matrix-vector product this small runs on one thread (BLAS)
+
+
+def _sum_leading(a, axes, keepdims):
+    """``np.add.reduce(a, axes, keepdims=keepdims)`` by ``_column_sums`` for a small
+    float32/float64 array summed over its leading axes (the batch axis of a mean or of a
+    bias's gradient); None for any other case."""
+    if (a.size > _ROWS_MAX or type(axes) is not tuple or a.dtype.char not in "fd"
+            or not a.flags.c_contiguous):
+        return None
+    key = (a.shape, axes, keepdims)
+    plan = _LEADING.get(key)
+    if plan is None:
+        k = len(axes)
+        if not a.size or not k or k >= a.ndim or axes != tuple(range(k)):
+            plan = (0, None)
+        else:
+            plan = (math.prod(a.shape[:k]),
+                    ((1,) * k if keepdims else ()) + a.shape[k:])
+        if len(_LEADING) < 1024:
+            _LEADING[key] = plan
+    rows, shape = plan
+    if not rows:
+        return None
+    out = _column_sums(a.reshape(rows, -1))
+    return out if out.shape == shape else out.reshape(shape)
+
+
+_LEADING: dict = {}  # (shape, axes, keepdims) -> (rows summed, result shape), or (0, None)
+
+
+def _column_sums(m):
+    """The sum over the rows of a small matrix ``m`` (float32/float64): one matrix-vector
+    product with a vector of ones (BLAS), two to three times faster than
+    ``np.add.reduce(m, 0)``. (Larger products may be spread over threads, whose wake-up
+    costs more than the sum on a busy machine: those use ``np.add.reduce``.)"""
+    key = (m.shape[0], m.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = np.ones(m.shape[0], dtype=m.dtype)
+        ones.flags.writeable = False
+        if len(_ONES) < 64:
+            _ONES[key] = ones
+    return np.dot(ones, m)
+
+
+def _input_shape(ctx, i: int):
+    """The shape of input ``i`` of node ``ctx`` (read from its edge), None for a constant."""
+    p = ctx.parents[i]
+    if p is None:
+        return None
+    return p.shape if isinstance(p, Function) else p.data.shape
+
+
+_LARGE = 1 << 14  # elements: from here on, saving a pass over memory is worth a few checks
+
+
+def _large(g) -> bool:
+    """True for a gradient array (raw mode) large enough for the memory-saving paths."""
+    return type(g) is np.ndarray and g.size >= _LARGE
+
+
+def _reusable(g, other) -> bool:
+    """True when the result of ``g (op) other`` may be written into ``g``, the gradient that
+    arrived at this node: an array the engine made for this node alone (fresh, writeable,
+    owning its memory; anything else arrives as a read-only view or as a view of another
+    array), and ``other`` (an array that broadcasts to ``g``'s shape, or a number) keeps
+    ``g``'s dtype."""
+    return (g.base is None and g.flags.writeable
+            and (type(other) is float or type(other) is int
+                 or (type(other) is np.ndarray and other.dtype is g.dtype)))
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_SUBSCRIPTS: dict = {}  # (shape of the factors, shape of the result) -> np.einsum subscripts
+
+
+def _sum_product(a, b, ctx, i: int):
+    """``a * b`` (``a`` an array), the gradient of input ``i`` of a product-like op, summed
+    down to that input's shape.
+
+    When ``a`` and ``b`` are float32/float64 arrays of one shape and the input is smaller,
+    ``np.einsum`` sums the products as it goes: no array of the full shape is written (a
+    third of the time, and no memory). Otherwise ``a * b``, which the engine reduces.
+    """
+    if type(b) is not np.ndarray or a.shape != b.shape or a.dtype is not b.dtype \
+            or a.dtype.char not in "fd":
+        return a * b
+    shape = _input_shape(ctx, i)
+    full = a.shape
+    if shape is None or shape == full:
+        return a * b
+    key = (full, shape)
+    sub = _SUBSCRIPTS.get(key)
+    if sub is None:
+        n, nd = len(full), len(full) - len(shape)
+        if nd < 0 or n > len(_LETTERS) \
+                or any(s != 1 and s != full[j + nd] for j, s in enumerate(shape)):
+            return a * b  # not a broadcast of the input: the engine reports it
+        kept = "".join(_LETTERS[j + nd] for j, s in enumerate(shape) if s == full[j + nd])
+        sub = f"{_LETTERS[:n]},{_LETTERS[:n]}->{kept}"
+        if len(_SUBSCRIPTS) < 1024:
+            _SUBSCRIPTS[key] = sub
+    return np.einsum(sub, a, b).reshape(shape)
 
 
 _MATERIALIZE_MAX = 1 << 14  # broadcast gradients up to this size are written out
@@ -175,14 +365,13 @@ def _expand(g, shape, scale=None):
     """``g * scale`` broadcast to ``shape``: an Expand node for Tensors; for ndarrays a new
     array when small (cheaper than ``np.broadcast_to``'s Python overhead), a read-only view
     when large (no memory)."""
-    if _is_tensor(g):
+    if type(g) is not np.ndarray and _is_tensor(g):
         return Expand.apply(g if scale is None else g * scale, shape=shape)
-    n = 1
-    for s in shape:
-        n *= s
-    if n <= _MATERIALIZE_MAX:
+    if math.prod(shape) <= _MATERIALIZE_MAX:
         out = np.empty(shape, dtype=g.dtype)
-        if scale is None:
+        if g.ndim == 0:  # (a full reduction's gradient: one value)
+            out.fill(g if scale is None else g * scale)
+        elif scale is None:
             out[...] = g
         else:
             np.multiply(g, scale, out=out)
@@ -192,6 +381,16 @@ def _expand(g, shape, scale=None):
 
 def _keepdims_shape(shape: tuple, axes: tuple) -> tuple:
     return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def _with_reduced_axes(g, ctx):
+    """A reduction's gradient ``g`` with the reduced axes back as size 1, so that it
+    broadcasts against the input; as it is when they were kept or are the leading axes
+    (broadcasting adds those)."""
+    axes = ctx.axes
+    if ctx.keepdims or not axes or axes[-1] == len(axes) - 1:
+        return g
+    return g.reshape(_keepdims_shape(ctx.in_shape, axes))
 
 
 def normalize_axis(axis, ndim: int, shape=None) -> tuple:
@@ -224,6 +423,10 @@ class Add(Primitive):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.needs_input_grad[1] and ctx.needs_input_grad[0] and not _is_tensor(g):
+            # one array for both inputs would let one input's consumer write into (or a
+            # leaf adopt) what the other still reads: a view each
+            return g.view(), g.view()
         return g, g
 
 
@@ -238,7 +441,12 @@ class Sub(Primitive):
 
     @staticmethod
     def backward(ctx, g):
-        return g, (-g if ctx.needs_input_grad[1] else None)
+        if not ctx.needs_input_grad[1]:
+            return g, None
+        if type(g) is np.ndarray:  # summed down to b's shape first: negate the smaller array
+            gb = unbroadcast(g, _input_shape(ctx, 1))
+            return g, (-gb if gb is g else _negated(gb))
+        return g, -g
 
 
 class Mul(Primitive):
@@ -256,8 +464,16 @@ class Mul(Primitive):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.inputs()
-        ga, gb = ctx.needs_input_grad
-        return (g * b if ga else None), (g * a if gb else None)
+        need_a, need_b = ctx.needs_input_grad
+        if not _large(g):
+            return (g * b if need_a else None), (g * a if need_b else None)
+        # large arrays: d/db summed down to b's shape at once (no product in memory), then
+        # g * b written into g itself when the engine lent g to this node alone
+        gb = _sum_product(g, a, ctx, 1) if need_b else None
+        ga = None
+        if need_a:
+            ga = np.multiply(g, b, out=g) if _reusable(g, b) else _sum_product(g, b, ctx, 0)
+        return ga, gb
 
 
 class Div(Primitive):
@@ -266,7 +482,7 @@ class Div(Primitive):
     symbol = "/"
 
     save_inputs = (1,)
-    save_output = True
+    save_output = (1,)  # only d/db reads y
 
     @staticmethod
     def forward(ctx, a, b):
@@ -275,12 +491,21 @@ class Div(Primitive):
     @staticmethod
     def backward(ctx, g):
         (b,) = ctx.inputs()
-        ga = g / b
+        need_a, need_b = ctx.needs_input_grad
+        if type(g) is not np.ndarray:  # graph mode (Tensors), or a number
+            ga = g / b
+            gb = _scale(ga * ctx.output(), -1.0) if need_b else None
+            return (ga if need_a else None), gb
+        # g / b written into g when the engine lent g to this node alone (large arrays), and
+        # d/db summed down to b's shape before it is negated (without the full product in
+        # memory, for large arrays)
+        ga = np.divide(g, b, out=g) if _large(g) and _reusable(g, b) else g / b
         gb = None
-        if ctx.needs_input_grad[1]:
-            gb = ga * ctx.output()
-            gb = _scale(gb, -1.0)
-        return (ga if ctx.needs_input_grad[0] else None), gb
+        if need_b:
+            y = ctx.output()
+            gb = _sum_product(ga, y, ctx, 1) if _large(g) else ga * y
+            gb = _negated(unbroadcast(gb, _input_shape(ctx, 1)))
+        return (ga if need_a else None), gb
 
 
 class Pow(Primitive):
@@ -293,6 +518,7 @@ class Pow(Primitive):
     symbol = "^"
 
     save_inputs = (0, 1)
+    save_output = (1,)  # only d/db (a tensor exponent's) reads y
 
     @staticmethod
     def forward(ctx, a, b):
@@ -309,8 +535,6 @@ class Pow(Primitive):
             out = a ** b
             if type(b) is bool and a.dtype == np.bool_:  # bool ** bool stays bool (torch)
                 out = out.astype(np.bool_)
-        if not isinstance(b, (int, float)):
-            ctx._out = out  # only a tensor exponent's gradient reads the output
         return out
 
     @staticmethod
@@ -318,9 +542,12 @@ class Pow(Primitive):
         a, b = ctx.inputs()
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            if isinstance(b, (int, float)):
+            if type(b) is int or type(b) is float or isinstance(b, (int, float)):
                 if b == 0:  # a ** 0 is constant; a ** -1 would make 0 * inf = nan at a = 0
                     ga = g * 0.0
+                elif b == 2 and type(a) is np.ndarray:
+                    ga = a + a  # (2a exactly: doubling before the product rounds alike)
+                    ga *= g
                 else:
                     ga = g * a if b == 2 else g * a ** (b - 1)
                     ga = _scale(ga, b)
@@ -419,6 +646,8 @@ class Tanh(Primitive):
     @staticmethod
     def backward(ctx, g):
         y = ctx.output()
+        if type(y) is np.ndarray:  # (1 as an array of y's dtype: a Python float costs more)
+            return (g * (_one(y.dtype) - y * y),)
         return (g * (1.0 - y * y),)
 
 
@@ -500,7 +729,8 @@ def _reduce_sum(a, axis, keepdims):
     float16 accumulates in float32 and is rounded back once."""
     kind = a.dtype.char
     if kind == "f" or kind == "d":  # float32, float64
-        return np.add.reduce(a, axis=axis, keepdims=keepdims)
+        out = _sum_leading(a, axis, keepdims)
+        return np.add.reduce(a, axis, None, None, keepdims) if out is None else out
     if a.dtype.kind in "biu":
         return np.add.reduce(a, axis=axis, keepdims=keepdims, dtype=np.int64)
     if a.dtype == np.float16:
@@ -528,9 +758,7 @@ class Sum(Primitive):
 
     @staticmethod
     def backward(ctx, g):
-        if not ctx.keepdims:
-            g = g.reshape(_keepdims_shape(ctx.in_shape, ctx.axes))
-        return (_expand(g, ctx.in_shape),)
+        return (_expand(_with_reduced_axes(g, ctx), ctx.in_shape),)
 
 
 class Mean(Primitive):
@@ -545,19 +773,19 @@ class Mean(Primitive):
         ctx.axes = axis
         ctx.keepdims = keepdims
         n = ctx.n = _count(a.shape, axis)
-        acc = np.float32 if a.dtype == np.float16 else None
+        acc = np.float32 if a.dtype.char == "e" else None  # float16 sums in float32
         if n == 0:  # the mean over no values is nan (no warning, as torch)
             return np.full(np.add.reduce(a, axis=axis, keepdims=keepdims).shape, np.nan,
                            dtype=a.dtype)
-        out = np.add.reduce(a, axis=axis, keepdims=keepdims, dtype=acc) / n
-        return out.astype(a.dtype, copy=False) if acc is not None else out
+        if acc is None:
+            out = _sum_leading(a, axis, keepdims)
+            return (np.add.reduce(a, axis, None, None, keepdims) if out is None else out) / n
+        return (np.add.reduce(a, axis, acc, None, keepdims) / n).astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        shape = ctx.in_shape
-        if not ctx.keepdims:
-            g = g.reshape(_keepdims_shape(shape, ctx.axes))
-        return (_expand(g, shape, 1.0 / ctx.n if ctx.n else np.nan),)
+        n = ctx.n
+        return (_expand(_with_reduced_axes(g, ctx), ctx.in_shape, 1.0 / n if n else np.nan),)
 
 
 class Max(Primitive):
@@ -781,7 +1009,9 @@ class Linear(Primitive):
                 f"linear: input of shape {x.shape} does not match weight of shape {w.shape} "
                 f"(expected (..., {w.shape[-1] if w.ndim else '?'}) for weight (out, in))"
             )
-        if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
+        dt = w.dtype
+        if (x.dtype is not dt and x.dtype != dt) or (b is not None and b.dtype is not dt
+                                                    and b.dtype != dt):
             raise RuntimeError(
                 f"linear: input ({x.dtype}), weight ({w.dtype})"
                 + (f" and bias ({b.dtype})" if b is not None else "")
@@ -789,7 +1019,8 @@ class Linear(Primitive):
             )
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"linear: bias of shape {b.shape} does not match weight {w.shape}")
-        out = x @ w.T
+        # (np.dot is matmul for a matrix operand, with less overhead per call)
+        out = np.dot(x, w.T) if x.ndim <= 2 else x @ w.T
         if b is not None:
             out += b
         return out
@@ -798,15 +1029,19 @@ class Linear(Primitive):
     def backward(ctx, g):
         x, w = ctx.inputs()
         need = ctx.needs_input_grad
-        gx = g @ w if need[0] else None
-        gw = gb = None
-        if need[1] or (len(need) > 2 and need[2]):
-            g2 = g.reshape((-1, g.shape[-1])) if len(g.shape) != 2 else g
+        raw = type(g) is np.ndarray  # (graph mode: Tensors, and their @ and sum)
+        gx = gw = gb = None
+        if need[0]:
+            gx = np.dot(g, w) if raw and g.ndim <= 2 else g @ w
+        need_b = len(need) > 2 and need[2]
+        if need[1] or need_b:
+            g2 = g.reshape((-1, g.shape[-1])) if g.ndim != 2 else g
             if need[1]:
-                x2 = x.reshape((-1, x.shape[-1])) if len(x.shape) != 2 else x
-                gw = g2.T @ x2
-            if len(need) > 2 and need[2]:
-                gb = g2.sum(axis=0)
+                x2 = x.reshape((-1, x.shape[-1])) if x.ndim != 2 else x
+                gw = np.dot(g2.T, x2) if raw else g2.T @ x2
+            if need_b:
+                gb = (_column_sums(g2) if raw and g2.size <= _ROWS_MAX and g2.dtype.char in "fd"
+                      else np.add.reduce(g2, 0) if raw else g2.sum(axis=0))
         return gx, gw, gb
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
-from .node import NO_CTX, Changes, Hooks, _grad_mode, tick
+from .node import NO_CTX, Changes, Function, Hooks, _grad_mode, tick
 
 _new = object.__new__
 _ndarray = np.ndarray
@@ -58,12 +58,27 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
             needs = _NEEDS2[ea is None][eb is None]
     elif n == 3:  # Linear (x, W, b), the fused norms (x, γ, β)
         a, b, c = args
-        ea = (a._ctx or a) if isinstance(a, Tensor) and a.requires_grad else None
-        eb = (b._ctx or b) if isinstance(b, Tensor) and b.requires_grad else None
-        ec = (c._ctx or c) if isinstance(c, Tensor) and c.requires_grad else None
+        ea = eb = ec = None
+        if isinstance(a, Tensor):
+            da = a.data
+            if a.requires_grad:
+                ea = a._ctx or a
+        else:
+            da = a
+        if isinstance(b, Tensor):
+            db = b.data
+            if b.requires_grad:
+                eb = b._ctx or b
+        else:
+            db = b
+        if isinstance(c, Tensor):
+            dc = c.data
+            if c.requires_grad:
+                ec = c._ctx or c
+        else:
+            dc = c
         if datas is None:
-            datas = (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor)
-                     else b, c.data if isinstance(c, Tensor) else c)
+            datas = (da, db, dc)
         if (ea is not None or eb is not None or ec is not None) and _grad_mode.enabled:
             edges = (ea, eb, ec)
             needs = (ea is not None, eb is not None, ec is not None)
@@ -118,32 +133,48 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
 def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tensor":
     """Make one node — the only place a node is created — and its output Tensor.
 
-    For a primitive (``ctx`` None) run ``forward`` on ``datas`` and keep what it declares:
-    the inputs in ``save_inputs`` (those whose gradient is wanted, per ``save_for``) with the
-    clock's tick (a later in-place change makes them stale), and the output if
-    ``save_output``. A user ``Function`` arrives with its ``ctx`` and ``out`` (it saved what
-    it wanted itself). Then the node gets its edges, and the output its shape, dtype, scope
-    and trace statistics.
+    For a primitive (``ctx`` None) run ``forward`` on ``datas`` and keep what it declares
+    (``Primitive.save_plan``): the inputs in ``save_inputs`` (those whose gradient is wanted,
+    per ``save_for``) with the clock's tick (a later in-place change makes them stale), and
+    the output if ``save_output`` (when a wanted gradient reads it). A user ``Function``
+    arrives with its ``ctx`` and ``out`` (it saved what it wanted itself). Then the node gets
+    its edges (each input's node counts one more use: see ``autograd._run``), and the output
+    its shape, dtype, scope and trace statistics.
     """
     if ctx is None:
         ctx = fn()
         ctx.needs_input_grad = needs
         out = fn.forward(ctx, *datas, **params) if params else fn.forward(ctx, *datas)
-        sl = fn._save_slice
-        if sl is not None:
-            saved = args[sl]
-            if fn._keep is not None:
-                keep = fn._keep.get(needs) or fn.keep_pattern(needs)
-                if keep is not True:  # drop the inputs that no wanted gradient reads
-                    if len(saved) == 2:
-                        saved = (saved[0] if keep[0] else None, saved[1] if keep[1] else None)
-                    else:
-                        saved = tuple([x if k else None for x, k in zip(saved, keep)])
+        keep, keep_out = fn._plans.get(needs) or fn.save_plan(needs)
+        if keep is not None:
+            saved = args[fn._save_slice]
+            if keep is not True:  # drop the inputs that no wanted gradient reads
+                if len(saved) == 2:
+                    saved = (saved[0] if keep[0] else None, saved[1] if keep[1] else None)
+                else:
+                    saved = tuple([x if k else None for x, k in zip(saved, keep)])
             ctx._inputs = saved
             ctx._seq = Changes.last  # saved Tensors changed in place after this are stale
-        if fn.save_output:
+        if keep_out:
             ctx._out = out
-    ctx.parents = edges
+    n = len(edges)  # the edges, kept in the node itself (see Function)
+    if n == 2:
+        e0, e1 = edges
+        ctx._edge0 = e0
+        ctx._edge1 = e1
+        if isinstance(e0, Function):
+            e0._uses += 1
+        if isinstance(e1, Function):
+            e1._uses += 1
+    elif n == 1:
+        e0 = ctx._edge0 = edges[0]
+        if isinstance(e0, Function):
+            e0._uses += 1
+    else:
+        ctx._edges = edges
+        for e in edges:
+            if isinstance(e, Function):
+                e._uses += 1
     if type(out) is not _ndarray:
         out = np.asarray(out)
     t = _new(Tensor)  # as _wrap, spelled out: this is every recorded op's output
@@ -292,13 +323,13 @@ def _binary(fn, a, b) -> "Tensor":
         ad = a.data
         ra = a.requires_grad
     else:
-        ad = _operand(a)
+        ad = a if type(a) is float or type(a) is int else _operand(a)
         ra = False
     if isinstance(b, Tensor):
         bd = b.data
         rb = b.requires_grad
     else:
-        bd = _operand(b)
+        bd = b if type(b) is float or type(b) is int else _operand(b)
         rb = False
     # one side is a Tensor, so at least one of ad, bd is an ndarray; two float arrays of one
     # dtype, or a float array and a Python number, need nothing (a weak scalar keeps the dtype)
@@ -597,6 +628,7 @@ class Tensor:
             raise RuntimeError("retain_grad() on a Tensor that does not require grad")
         if self._ctx is not None:
             self._ctx._retained = weakref.ref(self)
+            Hooks.retains += 1
         return self
 
     def register_hook(self, fn) -> RemovableHandle:
@@ -989,7 +1021,7 @@ class Tensor:
     def _axes(self, dim, axis) -> tuple:
         if axis is not None:
             dim = _pick("dim", dim, "axis", axis)
-        return normalize_axis(dim, self.data.ndim, self.shape)
+        return normalize_axis(dim, self.data.ndim, self.data.shape)
 
     def sum(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
         """Sum over ``dim`` (int, tuple or None for all); integers and bools sum to int64."""
