@@ -331,3 +331,26 @@ def test_the_environment_can_turn_the_kernels_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_peak_memory_of_a_large_batch_norm(kernels):
+    """A (2048, 256) BatchNorm forward+backward allocates the output and dx, which becomes
+    x.grad without a copy: about 2x the input at the peak (the NumPy kernels also keep x̂)."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2048, 256)).astype(np.float32), requires_grad=True)
+    w = Tensor(np.ones(256, np.float32), requires_grad=True)
+    b = Tensor(np.zeros(256, np.float32), requires_grad=True)
+    u = rng.standard_normal((2048, 256)).astype(np.float32)
+
+    def step():
+        x.grad = w.grad = b.grad = None
+        fused.batch_norm(x, None, None, w, b, training=True).backward(u)
+
+    step()
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2.2 * x.data.nbytes
+    assert x.grad.base is None  # adopted, not copied

@@ -674,7 +674,8 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
     kind, view, _, _, _ = plan.kernel
     dt = xv.dtype
     x2 = np.ascontiguousarray(xv).reshape(view)
-    y = np.empty(view, dt)
+    out = np.empty(plan.xshape, dt)
+    y = out.reshape(view)
     count, bounds = _bounds(plan)
     if kind == "rows":  # one statistic per row
         rows = view[0]
@@ -710,7 +711,7 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
     ctx.plan = plan
     ctx.stats = None
     ctx.kernel = True
-    return y.reshape(plan.xshape)
+    return out
 
 
 def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
@@ -720,7 +721,10 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
     x2 = np.ascontiguousarray(x).reshape(view)
     g2 = np.ascontiguousarray(g, dtype=dt).reshape(view)
     count, bounds = _bounds(plan)
-    dx = np.empty(view, dt) if need[0] else np.empty((0, 0), dt)
+    # dx is allocated in x's shape (an array of its own, which the engine can hand to x.grad
+    # without a copy) and written through the kernel's view of it
+    out = np.empty(plan.xshape, dt) if need[0] else None
+    dx = out.reshape(view) if need[0] else np.empty((0, 0), dt)
     if kind == "rows":
         wk = _kernel_params(w, plan, 1.0, dt)
 
@@ -751,7 +755,7 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
             k = kern.columns_dx if kind == "columns" else kern.channels_dx
             _threads.run_blocks(lambda i: k(x2, g2, mean, scale, cg, kx, *bounds(i), dx),
                                 count)
-    dx = dx.reshape(plan.xshape) if need[0] else None
+    dx = out
     dw = dw.astype(dt).reshape(plan.pshape) if need[1] else None
     db = db.astype(dt).reshape(plan.pshape) if need[2] else None
     return dx, dw, db
