@@ -20,9 +20,10 @@ input's dtype, as in the NumPy kernels; sums are taken in that dtype over runs o
 * **columns** — BatchNorm of (N, C): one statistic per column c over the N rows.
 * **channels** — BatchNorm of (N, C, L): x as (N·C, L), row r belongs to channel r % C.
 
-BatchNorm's statistics span every block: phase 1 sums d = x − K and d² per block (K: the
-first sample's value, a shift that keeps the sums well conditioned), the blocks' sums are
-added in block order, and phase 2 writes y. The backward kernels read x (the node's saved
+Statistics come from one pass over d = x − K and d², K a value of the data (the row's first
+for the rows, the first sample's for BatchNorm): μ = K + E[d], σ² = E[d²] − E[d]², well
+conditioned because K lies among the values. BatchNorm's statistics span every block: phase
+1 sums d and d² per block, the blocks' sums are added in block order, and phase 2 writes y. The backward kernels read x (the node's saved
 input) and recompute x̂ = (x − μ)·rstd in a register instead of keeping an x̂ array: a
 subtraction and a product per element instead of a whole array of memory and its traffic.
 """
@@ -58,14 +59,6 @@ def _compiled(fn):
 # Each sum is a plain loop in the input's dtype over one run (so it vectorizes), called on
 # successive slices whose results are added in float64.
 @_compiled
-def _run_sum(xs, k):
-    part = xs.dtype.type(0)
-    for j in range(xs.shape[0]):
-        part += xs[j] - k
-    return part
-
-
-@_compiled
 def _run_sum_sq(xs, k):
     part = xs.dtype.type(0)
     for j in range(xs.shape[0]):
@@ -75,17 +68,31 @@ def _run_sum_sq(xs, k):
 
 
 @_compiled
-def _sum(xs, k):
-    """Σ (xs − k): runs of ``RUN`` values in the input's dtype, added in float64."""
-    total = 0.0
+def _run_shifted(xs, k):
+    p1 = xs.dtype.type(0)
+    p2 = xs.dtype.type(0)
+    for j in range(xs.shape[0]):
+        t = xs[j] - k
+        p1 += t
+        p2 += t * t
+    return p1, p2
+
+
+@_compiled
+def _shifted_sums(xs, k):
+    """(Σ (xs − k), Σ (xs − k)²) in one pass, as ``_sum_sq``."""
+    s1 = 0.0
+    s2 = 0.0
     for j0 in range(0, xs.shape[0], RUN):
-        total += _run_sum(xs[j0:j0 + RUN], k)
-    return total
+        p1, p2 = _run_shifted(xs[j0:j0 + RUN], k)
+        s1 += p1
+        s2 += p2
+    return s1, s2
 
 
 @_compiled
 def _sum_sq(xs, k):
-    """Σ (xs − k)², as ``_sum``."""
+    """Σ (xs − k)²: runs of ``RUN`` values in the input's dtype, added in float64."""
     total = 0.0
     for j0 in range(0, xs.shape[0], RUN):
         total += _run_sum_sq(xs[j0:j0 + RUN], k)
@@ -109,7 +116,7 @@ def _run_grad_sums(xs, gs, ws, m, r, dws, dbs):
 
 @_compiled
 def _grad_sums(xs, gs, ws, m, r, dws, dbs):
-    """(Σ h, Σ h·x̂) of one row, h = γ·g, x̂ = (x − m)·r, as ``_sum``; adds g·x̂ and g to the
+    """(Σ h, Σ h·x̂) of one row, h = γ·g, x̂ = (x − m)·r, as ``_sum_sq``; adds g·x̂ and g to the
     per-element dγ, dβ sums ``dws``, ``dbs``."""
     sh = 0.0
     shx = 0.0
@@ -134,7 +141,7 @@ def _run_seg_sums(xs, gs, m, r):
 
 @_compiled
 def _seg_sums(xs, gs, m, r):
-    """(Σ g, Σ g·x̂) over one segment, x̂ = (x − m)·r, as ``_sum``."""
+    """(Σ g, Σ g·x̂) over one segment, x̂ = (x − m)·r, as ``_sum_sq``."""
     sg = 0.0
     sgx = 0.0
     for j0 in range(0, xs.shape[0], RUN):
@@ -190,8 +197,15 @@ def rows_forward(x, w, b, seg, eps, centred, lo, hi, y, mean, var, rstd):
     cast = x.dtype.type
     for s in range(lo, hi):
         xs = x[s]
-        m = cast(_sum(xs, cast(0)) / n) if centred else cast(0)
-        v = _sum_sq(xs, m) / n
+        if centred:  # one pass, shifted by the row's first value (K): μ = K + E[x − K],
+            k = xs[0]  # σ² = E[(x − K)²] − E[x − K]², well conditioned as K is a sample
+            s1, s2 = _shifted_sums(xs, k)
+            d = s1 / n
+            m = cast(k + d)
+            v = max(s2 / n - d * d, 0.0)
+        else:
+            m = cast(0)
+            v = _sum_sq(xs, m) / n
         r = 1.0 / np.sqrt(v + eps)
         mean[s] = m
         var[s] = v
@@ -313,8 +327,9 @@ def channels_sums(x, pivot, lo, hi, s1, s2):
         c = r % C
         xr = x[r]
         k = pivot[c]
-        s1[c] += _sum(xr, k)
-        s2[c] += _sum_sq(xr, k)
+        a1, a2 = _shifted_sums(xr, k)
+        s1[c] += a1
+        s2[c] += a2
 
 
 @_compiled
