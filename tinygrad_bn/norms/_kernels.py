@@ -5,8 +5,9 @@ a BatchNorm forward+backward). These loops do the same arithmetic element by ele
 array is read once per phase and every intermediate stays in a register. They are compiled
 by numba (the optional ``fast`` extra: ``pip install "tinygrad-bn[fast]"``). ``fused.py``
 imports this module on first use (importing numba takes a while); without numba, or with
-``TINYGRAD_BN_KERNELS=numpy`` in the environment, it uses its NumPy kernels. They release the GIL, so
-``_threads.run_blocks`` runs blocks of the leading axis on several cores at once.
+``TINYGRAD_BN_KERNELS=numpy`` in the environment, it uses its NumPy kernels. The kernels
+release the GIL, so ``_threads.run_blocks`` runs blocks of the leading axis on several cores
+at once.
 
 Every kernel sees x as a 2-d array and works on its rows ``[lo, hi)``; the innermost loop
 always runs along the contiguous axis, so the compiler vectorizes it. Arithmetic is in the
@@ -23,9 +24,10 @@ input's dtype, as in the NumPy kernels; sums are taken in that dtype over runs o
 Statistics come from one pass over d = x − K and d², K a value of the data (the row's first
 for the rows, the first sample's for BatchNorm): μ = K + E[d], σ² = E[d²] − E[d]², well
 conditioned because K lies among the values. BatchNorm's statistics span every block: phase
-1 sums d and d² per block, the blocks' sums are added in block order, and phase 2 writes y. The backward kernels read x (the node's saved
-input) and recompute x̂ = (x − μ)·rstd in a register instead of keeping an x̂ array: a
-subtraction and a product per element instead of a whole array of memory and its traffic.
+1 sums d and d² per block, the blocks' sums are added in block order, and phase 2 writes y.
+The backward kernels read x (the node's saved input) and recompute x̂ = (x − μ)·rstd in a
+register instead of keeping an x̂ array: a subtraction and a product per element instead of
+a whole array of memory and its traffic.
 """
 from __future__ import annotations
 
