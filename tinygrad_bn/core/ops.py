@@ -217,12 +217,11 @@ def unbroadcast(g, shape: tuple):
     plan = _REDUCTIONS.get((gshape, shape))
     if plan is None:
         plan = _reduction(gshape, shape)
-    axes, keepdims, rows = plan
+    axes, keepdims = plan
     if type(g) is np.ndarray:
-        if rows and g.size <= _ROWS_MAX and g.flags.c_contiguous and g.dtype.char in "fd":
-            # the leading axes only, of a small array
-            g = _column_sums(g.reshape(rows, -1))
-            return g if g.shape == shape else g.reshape(shape)
+        s = _sum_leading(g, axes, keepdims)  # the leading axes only, of a small array
+        if s is not None:
+            return s if s.shape == shape else s.reshape(shape)
         g = np.add.reduce(g, axes, None, None, keepdims)  # (g.sum, without its wrapper)
     else:
         g = g.sum(axis=axes, keepdims=keepdims)
@@ -231,8 +230,7 @@ def unbroadcast(g, shape: tuple):
     return g
 
 
-# (gradient's shape, input's shape) -> (axes to sum, keepdims, how many rows they make when
-# they are the leading axes, else 0)
+# (gradient's shape, input's shape) -> (axes to sum, keepdims)
 _REDUCTIONS: dict = {}
 
 
@@ -242,10 +240,7 @@ def _reduction(gshape: tuple, shape: tuple) -> tuple:
     if nd < 0 or any(s != 1 and gshape[i + nd] != s for i, s in enumerate(shape)):
         raise RuntimeError(f"gradient of shape {gshape} cannot be reduced to shape {shape}")
     ones = tuple(i + nd for i, s in enumerate(shape) if s == 1 and gshape[i + nd] != 1)
-    axes = tuple(range(nd)) + ones
-    # only leading axes: the sum has the input's shape already (and its own memory)
-    leading = axes == tuple(range(len(axes))) and len(axes) < len(gshape)
-    plan = (axes, bool(ones), math.prod(gshape[:len(axes)]) if leading else 0)
+    plan = (tuple(range(nd)) + ones, bool(ones))
     if len(_REDUCTIONS) < 1024:
         _REDUCTIONS[(gshape, shape)] = plan
     return plan
@@ -542,7 +537,7 @@ class Pow(Primitive):
         a, b = ctx.inputs()
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            if type(b) is int or type(b) is float or isinstance(b, (int, float)):
+            if isinstance(b, (int, float)):
                 if b == 0:  # a ** 0 is constant; a ** -1 would make 0 * inf = nan at a = 0
                     ga = g * 0.0
                 elif b == 2 and type(a) is np.ndarray:
@@ -1040,8 +1035,9 @@ class Linear(Primitive):
                 x2 = x.reshape((-1, x.shape[-1])) if x.ndim != 2 else x
                 gw = np.dot(g2.T, x2) if raw else g2.T @ x2
             if need_b:
-                gb = (_column_sums(g2) if raw and g2.size <= _ROWS_MAX and g2.dtype.char in "fd"
-                      else np.add.reduce(g2, 0) if raw else g2.sum(axis=0))
+                gb = _sum_leading(g2, (0,), False) if raw else g2.sum(axis=0)
+                if gb is None:
+                    gb = np.add.reduce(g2, 0)
         return gx, gw, gb
 
 

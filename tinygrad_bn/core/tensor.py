@@ -58,27 +58,12 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
             needs = _NEEDS2[ea is None][eb is None]
     elif n == 3:  # Linear (x, W, b), the fused norms (x, γ, β)
         a, b, c = args
-        ea = eb = ec = None
-        if isinstance(a, Tensor):
-            da = a.data
-            if a.requires_grad:
-                ea = a._ctx or a
-        else:
-            da = a
-        if isinstance(b, Tensor):
-            db = b.data
-            if b.requires_grad:
-                eb = b._ctx or b
-        else:
-            db = b
-        if isinstance(c, Tensor):
-            dc = c.data
-            if c.requires_grad:
-                ec = c._ctx or c
-        else:
-            dc = c
+        ea = (a._ctx or a) if isinstance(a, Tensor) and a.requires_grad else None
+        eb = (b._ctx or b) if isinstance(b, Tensor) and b.requires_grad else None
+        ec = (c._ctx or c) if isinstance(c, Tensor) and c.requires_grad else None
         if datas is None:
-            datas = (da, db, dc)
+            datas = (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor)
+                     else b, c.data if isinstance(c, Tensor) else c)
         if (ea is not None or eb is not None or ec is not None) and _grad_mode.enabled:
             edges = (ea, eb, ec)
             needs = (ea is not None, eb is not None, ec is not None)
