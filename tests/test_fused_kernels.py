@@ -109,8 +109,8 @@ def test_blocks_and_threads_give_identical_results(kernels, monkeypatch, name):
     arrays, u = _data(shape, pshape, seed=3)
     one = _run(fn, arrays, u, np.float64, name=name)
     monkeypatch.setattr(fused, "_MIN_BLOCKED", 1)
-    monkeypatch.setattr(fused, "_KERNEL_BLOCK", 20)
-    plan_count = fused._kernel_blocks(_plan(name, shape))[1]
+    monkeypatch.setattr(fused, "_BLOCK_ELEMS", 20)
+    plan_count = fused._kernel_bounds(_plan(name, shape))[0]
     assert plan_count >= 3
     runs = []
     for threads in (1, 2, 3):

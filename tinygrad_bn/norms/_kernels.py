@@ -61,15 +61,6 @@ def _compiled(fn):
 # Each sum is a plain loop in the input's dtype over one run (so it vectorizes), called on
 # successive slices whose results are added in float64.
 @_compiled
-def _run_sum_sq(xs, k):
-    part = xs.dtype.type(0)
-    for j in range(xs.shape[0]):
-        t = xs[j] - k
-        part += t * t
-    return part
-
-
-@_compiled
 def _run_shifted(xs, k):
     p1 = xs.dtype.type(0)
     p2 = xs.dtype.type(0)
@@ -82,7 +73,8 @@ def _run_shifted(xs, k):
 
 @_compiled
 def _shifted_sums(xs, k):
-    """(Σ (xs − k), Σ (xs − k)²) in one pass, as ``_sum_sq``."""
+    """(Σ (xs − k), Σ (xs − k)²) in one pass: runs of ``RUN`` values in the input's dtype,
+    added in float64."""
     s1 = 0.0
     s2 = 0.0
     for j0 in range(0, xs.shape[0], RUN):
@@ -90,15 +82,6 @@ def _shifted_sums(xs, k):
         s1 += p1
         s2 += p2
     return s1, s2
-
-
-@_compiled
-def _sum_sq(xs, k):
-    """Σ (xs − k)²: runs of ``RUN`` values in the input's dtype, added in float64."""
-    total = 0.0
-    for j0 in range(0, xs.shape[0], RUN):
-        total += _run_sum_sq(xs[j0:j0 + RUN], k)
-    return total
 
 
 @_compiled
@@ -118,8 +101,8 @@ def _run_grad_sums(xs, gs, ws, m, r, dws, dbs):
 
 @_compiled
 def _grad_sums(xs, gs, ws, m, r, dws, dbs):
-    """(Σ h, Σ h·x̂) of one row, h = γ·g, x̂ = (x − m)·r, as ``_sum_sq``; adds g·x̂ and g to the
-    per-element dγ, dβ sums ``dws``, ``dbs``."""
+    """(Σ h, Σ h·x̂) of one row, h = γ·g, x̂ = (x − m)·r, summed as ``_shifted_sums``; adds
+    g·x̂ and g to the per-element dγ, dβ sums ``dws``, ``dbs``."""
     sh = 0.0
     shx = 0.0
     for j0 in range(0, xs.shape[0], RUN):
@@ -143,7 +126,7 @@ def _run_seg_sums(xs, gs, m, r):
 
 @_compiled
 def _seg_sums(xs, gs, m, r):
-    """(Σ g, Σ g·x̂) over one segment, x̂ = (x − m)·r, as ``_sum_sq``."""
+    """(Σ g, Σ g·x̂) over one segment, x̂ = (x − m)·r, as ``_shifted_sums``."""
     sg = 0.0
     sgx = 0.0
     for j0 in range(0, xs.shape[0], RUN):
@@ -207,7 +190,7 @@ def rows_forward(x, w, b, seg, eps, centred, lo, hi, y, mean, var, rstd):
             v = max(s2 / n - d * d, 0.0)
         else:
             m = cast(0)
-            v = _sum_sq(xs, m) / n
+            v = _shifted_sums(xs, m)[1] / n
         r = 1.0 / np.sqrt(v + eps)
         mean[s] = m
         var[s] = v
@@ -338,13 +321,10 @@ def channels_sums(x, pivot, lo, hi, s1, s2):
 def channels_apply(x, mean, scale, shift, lo, hi, y):
     """As ``columns_apply`` for x as (N·C, L)."""
     C = mean.shape[0]
-    L = x.shape[1]
+    one = x.dtype.type(1)
     for r in range(lo, hi):
         c = r % C
-        m, a, b = mean[c], scale[c], shift[c]
-        xr, yr = x[r], y[r]
-        for l in range(L):
-            yr[l] = (xr[l] - m) * a + b
+        _affine_run(x[r], mean[c], scale[c], one, shift[c], y[r])
 
 
 @_compiled

@@ -622,10 +622,7 @@ def _load_kernels():
 
 
 _KERNELS = None
-
-
 _USE_KERNELS = _kernels_wanted()
-_KERNEL_BLOCK = 1 << 17  # elements per block at most (512 KB of float32)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -637,23 +634,16 @@ def _kernel_fits(xv, w, b, plan: _Plan) -> bool:
             and (w is None or w.dtype == dt) and (b is None or b.dtype == dt))
 
 
-def _kernel_blocks(plan: _Plan) -> tuple:
-    """``(length, count, scale)``: blocks of ``length`` samples of the leading axis; a block
-    is rows ``[i·length·scale, ...)`` of the kernel's view (``scale`` = C for "channels")."""
-    kind, view = plan.kernel[0], plan.kernel[1]
-    scale = plan.vshape[1] if kind == "channels" else 1
-    lead = view[0] // scale
-    unit = max(1, view[1] * scale)
-    if lead * unit < _MIN_BLOCKED:  # fits in cache: one block on the calling thread
-        return max(lead, 1), 1, scale
-    length = max(1, _KERNEL_BLOCK // unit)
-    return length, -(-lead // length), scale
-
-
-def _bounds(plan: _Plan):
-    """``(count, bounds)``: the block count and ``bounds(i)``, block i's rows of the view."""
-    length, count, scale = _kernel_blocks(plan)
-    rows = plan.kernel[1][0]
+def _kernel_bounds(plan: _Plan):
+    """``(count, bounds)``: the blocks of ``_blocks`` (a single one when the input fits in
+    cache), and ``bounds(i)``, block i's rows of the kernel's view (a sample of the leading
+    axis is several rows of it for "channels" and GroupNorm, InstanceNorm)."""
+    view = plan.kernel[1]
+    rows = view[0]
+    if rows * view[1] < _MIN_BLOCKED:  # one block, on the calling thread
+        return 1, lambda i: (0, rows)
+    length, count = _blocks(plan)
+    scale = rows // plan.vshape[0]
 
     def bounds(i):
         return i * length * scale, min(rows, (i * length + length) * scale)
@@ -676,7 +666,7 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
     x2 = np.ascontiguousarray(xv).reshape(view)
     out = np.empty(plan.xshape, dt)
     y = out.reshape(view)
-    count, bounds = _bounds(plan)
+    count, bounds = _kernel_bounds(plan)
     if kind == "rows":  # one statistic per row
         rows = view[0]
         mean, var, rstd = np.empty(rows), np.empty(rows), np.empty(rows)
@@ -684,8 +674,8 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
         seg = plan.kernel[4]
         _threads.run_blocks(lambda i: kern.rows_forward(
             x2, wk, bk, seg, plan.eps, plan.centred, *bounds(i), y, mean, var, rstd), count)
-    else:  # BatchNorm: per-channel sums across blocks, then y
-        k = kern.columns_sums if kind == "columns" else kern.channels_sums
+    else:  # BatchNorm ("columns" or "channels"): per-channel sums across blocks, then y
+        k = getattr(kern, kind + "_sums")
         c = plan.vshape[1]
         pivot = np.array(xv[0] if kind == "columns" else xv[0, :, 0], dtype=dt)
 
@@ -702,10 +692,10 @@ def _kernel_forward(ctx, xv, w, b, plan: _Plan, running, kern):
         rstd = (1.0 / np.sqrt(var + plan.eps)).astype(dt)
         scale = rstd if w is None else rstd * w.reshape(c)
         shift = np.zeros(c, dt) if b is None else b.reshape(c)
-        k = kern.columns_apply if kind == "columns" else kern.channels_apply
+        k = getattr(kern, kind + "_apply")
         _threads.run_blocks(lambda i: k(x2, mean, scale, shift, *bounds(i), y), count)
     if running is not None:
-        running(_view(mean.astype(dt), plan.sshape) if plan.centred else None,
+        running(_view(mean.astype(dt, copy=False), plan.sshape) if plan.centred else None,
                 _view(var.astype(dt), plan.sshape))
     ctx.save_for_backward(mean, rstd)
     ctx.plan = plan
@@ -720,7 +710,7 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
     dt = x.dtype
     x2 = np.ascontiguousarray(x).reshape(view)
     g2 = np.ascontiguousarray(g, dtype=dt).reshape(view)
-    count, bounds = _bounds(plan)
+    count, bounds = _kernel_bounds(plan)
     # dx is allocated in x's shape (an array of its own, which the engine can hand to x.grad
     # without a copy) and written through the kernel's view of it
     out = np.empty(plan.xshape, dt) if need[0] else None
@@ -739,7 +729,7 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
         db = _sum_blocks([p[1] for p in parts])
     else:  # BatchNorm: Σg and Σg·x̂ across blocks, then dx
         c = plan.vshape[1]
-        k = kern.columns_grad_sums if kind == "columns" else kern.channels_grad_sums
+        k = getattr(kern, kind + "_grad_sums")
 
         def sums(i):
             sg, sgd = np.zeros(c), np.zeros(c)
@@ -752,13 +742,12 @@ def _kernel_backward(plan: _Plan, need, x, w, mean, rstd, g, kern) -> tuple:
         if need[0]:
             scale = rstd if w is None else rstd * w.reshape(c)
             cg, kx = (db / plan.n).astype(dt), (dw * rstd / plan.n).astype(dt)
-            k = kern.columns_dx if kind == "columns" else kern.channels_dx
+            k = getattr(kern, kind + "_dx")
             _threads.run_blocks(lambda i: k(x2, g2, mean, scale, cg, kx, *bounds(i), dx),
                                 count)
-    dx = out
     dw = dw.astype(dt).reshape(plan.pshape) if need[1] else None
     db = db.astype(dt).reshape(plan.pshape) if need[2] else None
-    return dx, dw, db
+    return out, dw, db
 
 
 def backward_formula(x, w, g, plan: _Plan, stats=None, need=(True, True, True)) -> tuple:
