@@ -7,7 +7,7 @@
   someone else may hold (a user's array, what a hook or ``retain_grad`` saw, saved values)
   must come out unchanged;
 * large arrays: products summed down with ``np.einsum``, negations after the sum;
-  small arrays: sums over leading axes as one BLAS call (``ops._column_sums``).
+  small arrays: sums over leading axes as one BLAS call (``ops._sum_leading``).
 """
 import gc
 import threading

@@ -246,56 +246,58 @@ def _reduction(gshape: tuple, shape: tuple) -> tuple:
     return plan
 
 
-_ONES: dict = {}  # (rows, dtype) -> a read-only vector of ones
 _ROWS_MAX = 8192  # elements: a matrix-vector product this small runs on one thread (BLAS)
 
 
 def _sum_leading(a, axes, keepdims):
-    """``np.add.reduce(a, axes, keepdims=keepdims)`` by ``_column_sums`` for a small
-    float32/float64 array summed over its leading axes (the batch axis of a mean or of a
-    bias's gradient); None for any other case."""
-    if (a.size > _ROWS_MAX or type(axes) is not tuple or a.dtype.char not in "fd"
-            or not a.flags.c_contiguous):
+    """``np.add.reduce(a, axes, keepdims=keepdims)`` for a small float32/float64 array summed
+    over its leading axes (the batch axis of a mean or of a bias's gradient), as one
+    matrix-vector product with a vector of ones (BLAS): two to three times faster than
+    ``np.add.reduce`` on such arrays. None for any other case. (Larger products may be
+    spread over threads, whose wake-up costs more than the sum on a busy machine: those are
+    left to ``np.add.reduce``.)
+
+    What to do is remembered per (shape, dtype, axes, keepdims): this runs for nearly every
+    bias gradient and batch mean, where checking again would cost as much as the sum.
+    """
+    try:
+        plan = _LEADING[(a.shape, a.dtype, axes, keepdims)]
+    except KeyError:
+        plan = _leading_plan(a, axes, keepdims)
+    except TypeError:  # axes given as a list: unhashable, and not the common case
         return None
-    key = (a.shape, axes, keepdims)
-    plan = _LEADING.get(key)
     if plan is None:
-        k = len(axes)
-        if not a.size or not k or k >= a.ndim or axes != tuple(range(k)):
-            plan = (0, None)
-        else:
-            plan = (math.prod(a.shape[:k]),
-                    ((1,) * k if keepdims else ()) + a.shape[k:])
-        if len(_LEADING) < 1024:
-            _LEADING[key] = plan
-    rows, shape = plan
-    if not rows:
         return None
-    out = _column_sums(a.reshape(rows, -1))
-    return out if out.shape == shape else out.reshape(shape)
+    ones, matrix, shape = plan
+    out = np.dot(ones, a if matrix is None else a.reshape(matrix))
+    return out if shape is None else out.reshape(shape)
 
 
-_LEADING: dict = {}  # (shape, axes, keepdims) -> (rows summed, result shape), or (0, None)
+# (shape, dtype, axes, keepdims) -> (ones, the shape of a as a matrix or None when it is
+# one, the result's shape or None when the product has it), or None: not a leading sum
+_LEADING: dict = {}
 
 
-def _column_sums(m):
-    """The sum over the rows of a small matrix ``m`` (float32/float64): one matrix-vector
-    product with a vector of ones (BLAS), two to three times faster than
-    ``np.add.reduce(m, 0)``. (Larger products may be spread over threads, whose wake-up
-    costs more than the sum on a busy machine: those use ``np.add.reduce``.)"""
-    key = (m.shape[0], m.dtype)
-    ones = _ONES.get(key)
-    if ones is None:
-        ones = np.ones(m.shape[0], dtype=m.dtype)
+def _leading_plan(a, axes, keepdims):
+    shape, k = a.shape, len(axes) if type(axes) is tuple else 0
+    plan = None
+    if (a.size <= _ROWS_MAX and a.dtype.char in "fd" and a.size and k and k < a.ndim
+            and axes == tuple(range(k))):
+        rows = math.prod(shape[:k])
+        ones = np.ones(rows, dtype=a.dtype)
         ones.flags.writeable = False
-        if len(_ONES) < 64:
-            _ONES[key] = ones
-    return np.dot(ones, m)
+        result = ((1,) * k if keepdims else ()) + shape[k:]
+        plan = (ones, None if a.ndim == 2 else (rows, a.size // rows),
+                None if result == (a.size // rows,) else result)
+    if len(_LEADING) < 1024:
+        _LEADING[(shape, a.dtype, axes, keepdims)] = plan
+    return plan
 
 
 def _input_shape(ctx, i: int):
     """The shape of input ``i`` of node ``ctx`` (read from its edge), None for a constant."""
-    p = ctx.parents[i]
+    edges = ctx._edges  # (the node's parents, without making the tuple)
+    p = edges[i] if edges is not None else (ctx._edge1 if i else ctx._edge0)
     if p is None:
         return None
     return p.shape if isinstance(p, Function) else p.data.shape

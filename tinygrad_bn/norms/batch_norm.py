@@ -131,7 +131,7 @@ def batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
         if training:
             axes = (0,) + tuple(range(2, nd))
             xhat, mu, var = normalize(xc, axes, eps)
-            if rm is not None and x.size:  # torch leaves them alone for an empty batch
+            if rm is not None and x.data.size:  # torch leaves them alone for an empty batch
                 new = ((rm, running_value(rm, mu.data.reshape(c), momentum)),
                        (rv, running_value(rv, var.data.reshape(c) * (m / (m - 1)), momentum)))
         else:
@@ -224,7 +224,7 @@ def batch_norm_derived(x: Tensor, running_mean, running_var, weight=None, bias=N
             mean = xc.sum(axis=axes) / m
             var = ((xc - mean.reshape((c,) + (1,) * (x.ndim - 2))) ** 2).sum(axis=axes) / m
     y = op.apply(x, weight, bias, mean=mean, var=var, batch=training, eps=float(eps))
-    if training and rm is not None and x.size:  # last: a call that fails changes nothing
+    if training and rm is not None and x.data.size:  # last: a call that fails changes nothing
         commit((rm, running_value(rm, mean, momentum)),
                (rv, running_value(rv, var * (m / (m - 1)), momentum)))
     return y.named("y")

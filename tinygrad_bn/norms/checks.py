@@ -245,7 +245,7 @@ def check_batch_norm(x: Tensor, running_mean, running_var, weight, bias, trainin
             f"Expected more than 1 value per channel when training, got input size {x.shape}"
         )
     _check_eps(fn, eps, positive=training)
-    if x.size:  # torch returns an empty input before looking at dtypes
+    if x.data.size:  # torch returns an empty input before looking at dtypes
         _check_dtypes(fn, x, (("weight", weight), ("bias", bias),
                               ("running_mean", running_mean), ("running_var", running_var)))
     return c, m

@@ -884,7 +884,7 @@ def _batch_norm(op, x, running_mean, running_var, weight, bias, training, moment
     pending = _Pending()
     if not training:
         stats = _const_stats(rm, rv, x.dtype, (c,) + (1,) * (len(plan.vshape) - 2))
-    elif rm is not None and x.size:  # torch leaves them alone for an empty batch
+    elif rm is not None and x.data.size:  # torch leaves them alone for an empty batch
         def running(mean, var):
             pending.pairs = ((rm, running_value(rm, mean.reshape(c), momentum)),
                              (rv, running_value(rv, var.reshape(c) * (m / (m - 1)), momentum)))
