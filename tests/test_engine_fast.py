@@ -15,6 +15,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinygrad_bn as tg
 from tinygrad_bn import Function, Tensor
@@ -370,6 +372,52 @@ def test_leading_sums_and_means_match_numpy():
                                        a.sum(axis=axes, keepdims=kd), rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(t.mean(axes, keepdim=kd).data,
                                        a.mean(axis=axes, keepdims=kd), rtol=1e-5, atol=1e-6)
+
+
+@st.composite
+def _leading_case(draw):
+    """An array in some layout (C order, transposed, strided, broadcast, empty), the axes
+    to sum (leading or not, a tuple or a list) and keepdims."""
+    nd = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.sampled_from([0, 1, 2, 3, 7, 40]), min_size=nd,
+                                max_size=nd)))
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.float16, np.int64]))
+    a = np.random.default_rng(draw(st.integers(0, 9))).standard_normal(shape).astype(dtype)
+    layout = draw(st.sampled_from(["C", "T", "strided", "broadcast"]))
+    if layout == "T":
+        a = a.T
+    elif layout == "strided":
+        a = np.repeat(a, 2, axis=-1)[..., ::2]
+    elif layout == "broadcast" and nd > 1:
+        a = np.broadcast_to(a[:1], a.shape)
+    k = draw(st.integers(0, a.ndim))
+    axes = draw(st.sampled_from([tuple(range(k)), tuple(range(a.ndim - k, a.ndim)),
+                                 list(range(k))]))
+    return a, axes, draw(st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(_leading_case())
+def test_leading_sum_is_numpys_sum_or_declines(case):
+    """``_sum_leading`` either declines (None) or gives NumPy's sum, in the input's dtype and
+    the result's shape, whatever the layout; a plan remembered for one dtype or layout is
+    never used for another."""
+    a, axes, keepdims = case
+    wide = np.ascontiguousarray(a, np.float64)
+    again = ops._sum_leading(wide, axes, keepdims)  # (first: its plan is remembered first)
+    got = ops._sum_leading(a, axes, keepdims)
+    for arr, out in ((a, got), (wide, again)):
+        if out is None:
+            continue
+        expect = np.add.reduce(arr, tuple(axes), keepdims=keepdims)
+        assert out.dtype == arr.dtype and out.shape == expect.shape
+        tol = 1e-5 if arr.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(out, expect, rtol=tol, atol=tol)
+    # what it takes: float32/float64, leading axes of a tuple, some but not all of them,
+    # at most _ROWS_MAX elements and at least one
+    takes = (a.dtype.char in "fd" and type(axes) is tuple and 0 < len(axes) < a.ndim
+             and axes == tuple(range(len(axes))) and 0 < a.size <= ops._ROWS_MAX)
+    assert (got is not None) == takes
 
 
 def test_linear_bias_gradient_matches_the_composed_one():
