@@ -110,6 +110,8 @@ class Scope:
 class scope:
     """``with scope("BatchNorm1d (bn1)"):`` groups the nodes recorded inside into one cluster."""
 
+    __slots__ = ("label", "kind", "_prev")
+
     def __init__(self, label: str, kind: str = ""):
         self.label = label
         self.kind = kind

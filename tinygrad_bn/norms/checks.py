@@ -60,19 +60,23 @@ class NormIndexError(ValueError, IndexError):
 
 def compute_dtype(dtype) -> np.dtype:
     """The dtype a norm computes in: float32 for float16 (torch's accumulation type)."""
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+    dtype = np.dtype(dtype)
+    return _F32 if dtype.char == "e" else dtype
 
 
-def _check_dtypes(fn: str, x, params) -> None:
-    """``params`` ((name, array or None), ...) share one dtype: the input's, or float32 for a
-    float16 input (torch's CPU kernels); else ``NormDtypeError``."""
-    xd = x.dtype
-    for _, t in params:  # the common case first: everything in the input's dtype
+_F32 = np.dtype(np.float32)
+
+
+def _check_dtypes(fn: str, x, names: tuple, values: tuple) -> None:
+    """``values`` (arrays or None, called ``names``) share one dtype: the input's, or float32
+    for a float16 input (torch's CPU kernels); else ``NormDtypeError``."""
+    xd = x.data.dtype
+    for t in values:  # the common case first: everything in the input's dtype
         if t is not None and t.dtype is not xd:
             break
     else:
         return
-    given = [(what, t) for what, t in params if t is not None]
+    given = [(what, t) for what, t in zip(names, values) if t is not None]
     if not given:
         return
     dts = {t.dtype for _, t in given}
@@ -182,7 +186,7 @@ def instance_running(rm: np.ndarray, rv: np.ndarray, mean: np.ndarray, var: np.n
     instance mean and unbiased variance. As torch: nan for N = 0 (a mean over no samples),
     unchanged for L = 0 (nothing was normalized)."""
     n, c = xshape[0], xshape[1]
-    spatial = _prod(xshape[2:])
+    spatial = math.prod(xshape[2:])
     if n == 0:
         return ((rm, np.full(rm.shape, np.nan, rm.dtype)),
                 (rv, np.full(rv.shape, np.nan, rv.dtype)))
@@ -193,23 +197,18 @@ def instance_running(rm: np.ndarray, rv: np.ndarray, mean: np.ndarray, var: np.n
     return ((rm, running_value(rm, bm, momentum)), (rv, running_value(rv, bv, momentum)))
 
 
-def _fits(t, shape: tuple) -> bool:
-    """True for None or an array of ``shape`` (the fast path of ``_check_param``)."""
-    return t is None or (isinstance(t, _ARRAYS) and t.shape == shape)
-
-
 def _check_channel_inputs(fn: str, x: Tensor, running_mean, running_var, weight, bias,
                           batch_stats: bool, momentum, eps, needs_running: str) -> int:
     """Shared checks of BatchNorm and InstanceNorm: a non-empty input, per-channel (C,)
     running statistics and affine parameters, eps, and momentum when the statistics update.
     ``needs_running`` names the setting under which running statistics are required."""
-    c = x.shape[1]
+    c = x.data.shape[1]
     cs = (c,)
-    if not (_fits(running_mean, cs) and _fits(running_var, cs) and _fits(weight, cs)
-            and _fits(bias, cs)):
-        for what, t in (("running_mean", running_mean), ("running_var", running_var),
-                        ("weight", weight), ("bias", bias)):
-            _check_param(fn, what, t, cs, x.shape)
+    for t in (running_mean, running_var, weight, bias):
+        if t is not None and not (isinstance(t, _ARRAYS) and t.shape == cs):
+            for what, u in (("running_mean", running_mean), ("running_var", running_var),
+                            ("weight", weight), ("bias", bias)):
+                _check_param(fn, what, u, cs, x.shape)  # raises for the first misfit
     _check_running(fn, running_mean, running_var)
     if not batch_stats and running_mean is None:
         raise ValueError(f"{fn}: running_mean and running_var are required when "
@@ -220,18 +219,12 @@ def _check_channel_inputs(fn: str, x: Tensor, running_mean, running_var, weight,
     return c
 
 
-def _prod(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def check_batch_norm(x: Tensor, running_mean, running_var, weight, bias, training: bool,
                      momentum, eps) -> tuple[int, int]:
     """Checks for ``batch_norm``; returns (C, values per channel)."""
     fn = "batch_norm"
-    if x.ndim < 2:
+    shape = x.data.shape
+    if len(shape) < 2:
         raise ValueError(
             f"{fn}: expected input of shape (N, C), (N, C, L) or (N, C, H, W), got shape "
             f"{x.shape} (ndim {x.ndim})"
@@ -239,15 +232,15 @@ def check_batch_norm(x: Tensor, running_mean, running_var, weight, bias, trainin
     c = _check_channel_inputs(fn, x, running_mean, running_var, weight, bias, training,
                               momentum, eps, "training=False (evaluation normalizes with the "
                               "running statistics)")
-    m = x.shape[0] * _prod(x.shape[2:])
+    m = shape[0] * math.prod(shape[2:])
     if training and m == 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {x.shape}"
         )
     _check_eps(fn, eps, positive=training)
     if x.data.size:  # torch returns an empty input before looking at dtypes
-        _check_dtypes(fn, x, (("weight", weight), ("bias", bias),
-                              ("running_mean", running_mean), ("running_var", running_var)))
+        _check_dtypes(fn, x, ("weight", "bias", "running_mean", "running_var"),
+                      (weight, bias, running_mean, running_var))
     return c, m
 
 
@@ -282,7 +275,7 @@ def check_layer_norm(fn: str, x: Tensor, normalized_shape, weight, bias, eps) ->
     if eps is not None:
         _check_eps(fn, eps)
     if fn == "layer_norm":  # torch's rms_norm accepts a weight of any dtype
-        _check_dtypes(fn, x, (("weight", weight), ("bias", bias)))
+        _check_dtypes(fn, x, ("weight", "bias"), (weight, bias))
     return ns
 
 
@@ -301,7 +294,7 @@ def check_group_norm(x: Tensor, num_groups, weight, bias, eps) -> tuple[int, int
             f"{fn}: num_groups={num_groups} does not divide the {c} channels of input of shape "
             f"{x.shape} (expected the number of channels to be divisible by num_groups)"
         )
-    if x.shape[0] * (c // num_groups) * _prod(x.shape[2:]) == 1:  # torch's check, verbatim
+    if x.shape[0] * (c // num_groups) * math.prod(x.shape[2:]) == 1:  # torch's check, verbatim
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size "
             f"{[x.shape[0] * c // num_groups, int(num_groups), *x.shape[2:]]}"
@@ -309,7 +302,7 @@ def check_group_norm(x: Tensor, num_groups, weight, bias, eps) -> tuple[int, int
     _check_param(fn, "weight", weight, (c,), x.shape)
     _check_param(fn, "bias", bias, (c,), x.shape)
     _check_eps(fn, eps)
-    _check_dtypes(fn, x, (("weight", weight), ("bias", bias)))
+    _check_dtypes(fn, x, ("weight", "bias"), (weight, bias))
     return c, int(num_groups)
 
 
@@ -323,7 +316,7 @@ def check_instance_norm(x: Tensor, running_mean, running_var, weight, bias,
     c = _check_channel_inputs(fn, x, running_mean, running_var, weight, bias,
                               use_input_stats, momentum, eps, "use_input_stats=False")
     _check_eps(fn, eps)
-    spatial = _prod(x.shape[2:])
+    spatial = math.prod(x.shape[2:])
     if use_input_stats and spatial == 1:
         raise ValueError(
             f"Expected more than 1 spatial element when training, got input size {x.shape}"
@@ -334,7 +327,7 @@ def check_instance_norm(x: Tensor, running_mean, running_var, weight, bias,
             "torch (IndexError: select(): index 0 out of range); leave out weight and bias, "
             "or skip the call"
         )
-    _check_dtypes(fn, x, (("weight", weight), ("bias", bias)))
+    _check_dtypes(fn, x, ("weight", "bias"), (weight, bias))
     return c, spatial
 
 
