@@ -775,7 +775,10 @@ class Mean(Primitive):
                            dtype=a.dtype)
         if acc is None:
             out = _sum_leading(a, axis, keepdims)
-            return (np.add.reduce(a, axis, None, None, keepdims) if out is None else out) / n
+            if out is None:
+                return np.add.reduce(a, axis, None, None, keepdims) / n
+            out /= n  # (a new array: divided where it is)
+            return out
         return (np.add.reduce(a, axis, acc, None, keepdims) / n).astype(a.dtype, copy=False)
 
     @staticmethod

@@ -1006,15 +1006,16 @@ class Tensor:
 
     # -- reductions ---------------------------------------------------------------------
     def _axes(self, dim, axis) -> tuple:
-        if axis is not None:
-            dim = _pick("dim", dim, "axis", axis)
+        if axis is not None:  # NumPy's spelling (_pick raises when both are given)
+            dim = axis if dim is None else _pick("dim", dim, "axis", axis)
         return normalize_axis(dim, self.data.ndim, self.data.shape)
 
     def sum(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
         """Sum over ``dim`` (int, tuple or None for all); integers and bools sum to int64."""
         axes = self._axes(dim, axis)
         if keepdims is not None:
-            keepdim = _pick("keepdim", keepdim, "keepdims", keepdims)
+            keepdim = keepdims if keepdim is None else _pick("keepdim", keepdim, "keepdims",
+                                                             keepdims)
         return _unary(ops.Sum, self, {"axis": axes, "keepdims": bool(keepdim)})
 
     def mean(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
@@ -1023,7 +1024,8 @@ class Tensor:
             _need_float(self, "mean")
         axes = self._axes(dim, axis)
         if keepdims is not None:
-            keepdim = _pick("keepdim", keepdim, "keepdims", keepdims)
+            keepdim = keepdims if keepdim is None else _pick("keepdim", keepdim, "keepdims",
+                                                             keepdims)
         return _unary(ops.Mean, self, {"axis": axes, "keepdims": bool(keepdim)})
 
     def amax(self, dim=None, keepdim=None, *, axis=None, keepdims=None) -> "Tensor":
