@@ -763,3 +763,25 @@ def test_torch_method_spellings_of_operators_match_torch(torch):
     assert x.dim() == tx.dim()
     with pytest.raises(ValueError):
         Tensor(np.ones((2, 2, 2))).t()
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("a, b", [
+    (np.array([0.1, 0.2], np.float32), np.array(0.1)),          # 0-d float64 cast to float32
+    (np.array([0.1], np.float32), np.array([0.1])),             # float32 vs float64 arrays
+    (np.array([1, 2], np.int64), np.array(1.5)),                # int vs 0-d float: float
+    (np.array([True, False]), np.array([1, 0], np.int64)),      # bool vs int
+    (np.array([16777217], np.int64), np.array(16777216.0, np.float32)),  # int to float32
+])
+def test_comparisons_promote_like_torch(torch, op, a, b):
+    """Comparisons use torch's common dtype of their operands (a 0-d tensor raises only the
+    category), not NumPy's: float32 [0.1] == float64 0-d 0.1 is True, as in torch."""
+    fn = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+          ">": operator.gt, ">=": operator.ge}[op]
+    expect = fn(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    for x, y, want in ((Tensor(a), Tensor(b), expect), (Tensor(a), b, expect)):
+        got = fn(x, y)
+        assert got.dtype == np.bool_
+        np.testing.assert_array_equal(got.data, want, err_msg=f"{a!r} {op} {b!r}")
+    swapped = fn(torch.from_numpy(b), torch.from_numpy(a)).numpy()
+    np.testing.assert_array_equal(fn(Tensor(b), Tensor(a)).data, swapped)

@@ -811,7 +811,11 @@ class Tensor:
     # comparisons give boolean Tensors outside the graph (like torch)
     def _compare(self, other, fn):
         other = other.data if isinstance(other, Tensor) else _operand(other)
-        return Tensor._wrap(fn(self.data, other), None)
+        a = self.data
+        if type(other) is _ndarray and other.dtype != a.dtype:  # compared in torch's common
+            rt = result_type(a, other)  # dtype: float32 [0.1] == float64 0-d 0.1 is True
+            a, other = _cast(a, rt), _cast(other, rt)
+        return Tensor._wrap(fn(a, other), None)
 
     def __eq__(self, other):  # type: ignore[override]
         return self._compare(other, np.equal)
