@@ -366,9 +366,9 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
                 f"grad can be implicitly created only for outputs with one element; {what} "
                 f"has shape {t.shape}: pass a gradient of that shape"
             )
-        arr = np.empty(t.data.shape, dtype=t.data.dtype)  # (np.ones, without its overhead)
-        arr.fill(1)
-        return _wrap(arr, None) if graph_mode else arr
+        if graph_mode:
+            return _wrap(np.ones(t.data.shape, dtype=t.data.dtype), None)
+        return _ones(t.data.shape, t.data.dtype)
     if isinstance(g, Tensor):
         gshape = g.shape
     else:
@@ -387,6 +387,22 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
     view = data.view()  # read-only and not owned: a leaf copies it instead of adopting it
     view.flags.writeable = False
     return view
+
+
+_ONES: dict = {}  # (shape, dtype) of a one-element output -> a read-only array of 1
+
+
+def _ones(shape: tuple, dtype):
+    """The implicit gradient of a one-element output: 1, one read-only array per shape and
+    dtype (lent, as every array the engine does not own: nothing writes into it or adopts
+    it)."""
+    one = _ONES.get((shape, dtype))
+    if one is None:
+        one = np.ones(shape, dtype=dtype)
+        one.flags.writeable = False
+        if len(_ONES) < 64:
+            _ONES[(shape, dtype)] = one
+    return one
 
 
 def _root_key(t: Tensor, what: str):

@@ -366,8 +366,10 @@ def _expand(g, shape, scale=None):
         return Expand.apply(g if scale is None else g * scale, shape=shape)
     if math.prod(shape) <= _MATERIALIZE_MAX:
         out = np.empty(shape, dtype=g.dtype)
-        if g.ndim == 0:  # (a full reduction's gradient: one value)
-            out.fill(g if scale is None else g * scale)
+        if g.ndim == 0 and scale is None:  # (a full reduction's gradient: one value)
+            out.fill(g)
+        elif g.ndim == 0:
+            np.multiply(g, scale, out=out)
         else:  # (the reduced array scaled first, then copied out: a third faster than
             # one broadcasting product on small arrays, and the same values)
             out[...] = g if scale is None else g * scale

@@ -129,7 +129,19 @@ def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tenso
     if ctx is None:
         ctx = fn()
         ctx.needs_input_grad = needs
-        out = fn.forward(ctx, *datas, **params) if params else fn.forward(ctx, *datas)
+        # (spelled out for one to three inputs: a call with *datas costs more than the rest
+        # of this line)
+        n = len(datas)
+        if params:
+            out = fn.forward(ctx, *datas, **params)
+        elif n == 2:
+            out = fn.forward(ctx, datas[0], datas[1])
+        elif n == 1:
+            out = fn.forward(ctx, datas[0])
+        elif n == 3:
+            out = fn.forward(ctx, datas[0], datas[1], datas[2])
+        else:
+            out = fn.forward(ctx, *datas)
         keep, keep_out = fn._plans.get(needs) or fn.save_plan(needs)
         if keep is not None:
             saved = args[fn._save_slice]
