@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import tinygrad_bn as tg
 from tinygrad_bn import Function, Tensor
-from tinygrad_bn.core import ops
+from tinygrad_bn.core import autograd, ops
 from tinygrad_bn.core.node import FREED
 
 
@@ -200,6 +200,26 @@ def test_the_callers_gradient_is_left_alone(reuse_everywhere):
     x.grad = None
     ((x * 2.0) / s).backward(gt)
     np.testing.assert_array_equal(gt.data, np.full((4, 5), 3.0))
+
+
+def test_the_implicit_gradient_of_one_is_shared_and_never_written(reuse_everywhere):
+    """backward() without a gradient starts from one cached read-only 1 per shape and
+    dtype: a leaf that is the output itself gets its own writeable copy, a reusing op
+    writes elsewhere, and the next backward still starts from 1."""
+    for _ in range(2):
+        x = Tensor(np.float32(3.0), requires_grad=True)
+        x.backward()
+        assert x.grad == 1.0 and x.grad.flags.writeable
+        x.grad += 5  # must not reach the cached 1
+        y = _t(np.full((1, 1), 2.0))
+        (y * 3.0).backward()  # Mul may write into a gradient it owns: not into this one
+        np.testing.assert_array_equal(y.grad, [[3.0]])
+        y.grad += 1
+        z = _t(np.full(4, 2.0))
+        z.sum().backward()
+        np.testing.assert_array_equal(z.grad, np.ones(4))
+    for one in autograd._ONES.values():
+        assert not one.flags.writeable and np.all(one == 1)
 
 
 def test_a_hook_result_is_not_adopted_by_a_leaf(reuse_everywhere):
