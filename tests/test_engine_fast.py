@@ -161,6 +161,80 @@ def test_counting_is_the_same_with_and_without_a_hook():
     np.testing.assert_array_equal(run(False), run(True))
 
 
+class _Join(Function):
+    """The sum of its inputs; its backward notes its label (the order nodes are run in)."""
+
+    ran: list = []
+
+    @staticmethod
+    def forward(ctx, *xs, label=""):
+        ctx.label = label
+        out = xs[0].data.copy()
+        for x in xs[1:]:
+            out = out + x.data
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        _Join.ran.append(ctx.label)
+        return (grad,) * len(ctx.needs_input_grad)
+
+
+def _kahn_order(root) -> list:
+    """The order of a last-in-first-out pass that pushes an input once all its consumers
+    ran, inputs in order: what backward() has always done."""
+    uses: dict = {}
+    stack, seen = [root], {root}
+    while stack:
+        n = stack.pop()
+        for p in n.parents:
+            if isinstance(p, Function):
+                uses[p] = uses.get(p, 0) + 1
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+    order, stack = [], [root]
+    while stack:
+        n = stack.pop()
+        order.append(n.label)
+        for p in n.parents:
+            if isinstance(p, Function):
+                uses[p] -= 1
+                if uses[p] == 0:
+                    stack.append(p)
+    return order
+
+
+@pytest.mark.parametrize("shape", ["chain", "diamond", "mixed", "wide", "late"])
+def test_a_plain_pass_runs_nodes_in_the_ready_stack_order(shape):
+    """Handing a gradient straight to the next node (its only consumer just ran) keeps the
+    order of the ready stack, so sums of gradients are added in the same order as before."""
+    x = _t(np.arange(3.0))
+    J = _Join.apply
+    a = J(x, label="a")
+    if shape == "chain":
+        top = J(J(J(a, label="b"), label="c"), label="d")
+    elif shape == "diamond":
+        b, c = J(a, label="b"), J(a, label="c")
+        top = J(b, c, label="d")
+    elif shape == "mixed":  # single-consumer inputs around a shared one
+        b, shared = J(a, label="b"), J(a, label="s")
+        c = J(shared, label="c")
+        top = J(b, shared, c, J(x, label="e"), label="d")
+    elif shape == "late":  # d's second input becomes ready after its first was handed one
+        shared = J(a, label="s")
+        c = J(shared, label="c")
+        d = J(J(a, label="b"), shared, label="d")
+        top = J(d, c, label="t")
+    else:
+        parts = [J(a, label=f"p{i}") for i in range(4)]
+        top = J(*parts, J(parts[1], parts[2], label="q"), label="d")
+    expect = _kahn_order(top.grad_fn)
+    _Join.ran = []
+    top.sum().backward()
+    assert _Join.ran == expect
+
+
 # --------------------------------------------------------------- buffers the engine owns
 def _chain(x, s, hook=None, retain=False):
     a = x * 5.0

@@ -166,8 +166,13 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     if inputs is not None:
         wanted = {(t._ctx if t._ctx is not None else t): True for t in inputs}
     # only a root can be waiting for nothing: every other node is some node's input
-    ready = [r for r in (roots if len(roots) == 1 else dict.fromkeys(roots))
-             if isinstance(r, Function) and (pending[r] if exact else r._uses) == 0]
+    if len(roots) == 1:  # (the common case, without building a comprehension)
+        r = roots[0]
+        ready = [r] if isinstance(r, Function) and (pending[r] if exact else r._uses) == 0 \
+            else []
+    else:
+        ready = [r for r in dict.fromkeys(roots)
+                 if isinstance(r, Function) and (pending[r] if exact else r._uses) == 0]
     if len(ready) != len(grads):  # leaf roots (backward() on a leaf) take their gradient
         for r in list(grads):
             if isinstance(r, Tensor):
@@ -175,19 +180,26 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     pop = ready.pop
     push = ready.append
     get = pending.get
+    nxt = nxt_g = None  # a node whose one consumer just ran, and its gradient: the next node
+    # (as if pushed onto ``ready`` and popped at once, without the trip through ``grads``)
     while True:
-        if not ready:  # done, or nodes wait for consumers this pass does not reach
-            if not grads:
-                break
-            rest = [n for n, left in pending.items() if left]
-            rest += [n for n in grads if isinstance(n, Function) and n not in pending]
-            if not rest:
-                break
-            pending = _count_dependencies(rest)
-            get = pending.get
-            ready += [n for n in rest if pending[n] == 0]
-        node = pop()
-        g = grads.pop(node, None)
+        if nxt is not None:
+            node = nxt
+            g = nxt_g
+            nxt = nxt_g = None
+        else:
+            if not ready:  # done, or nodes wait for consumers this pass does not reach
+                if not grads:
+                    break
+                rest = [n for n, left in pending.items() if left]
+                rest += [n for n in grads if isinstance(n, Function) and n not in pending]
+                if not rest:
+                    break
+                pending = _count_dependencies(rest)
+                get = pending.get
+                ready += [n for n in rest if pending[n] == 0]
+            node = pop()
+            g = grads.pop(node, None)
         # node.parents, spelled out (see Function): this runs for every node of every pass
         # (an op of one input has _edge1 None: zip() below stops at its one result)
         e0 = node._edge0
@@ -235,14 +247,21 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                     if cast and gp.dtype != p.dtype:
                         gp = gp.astype(p.dtype)
                     if left == 1 and p not in pending:  # its one consumer: nothing to add
-                        grads[p] = gp
-                        push(p)
+                        if nxt is not None:  # an earlier input was handed one: it waits
+                            grads[nxt] = nxt_g
+                            push(nxt)
+                        nxt = p
+                        nxt_g = gp
                         continue
                     prev = grads.get(p)
                     grads[p] = gp if prev is None else _sum_into(prev, gp)
                 left -= 1
                 pending[p] = left
                 if left == 0:
+                    if nxt is not None:  # (kept in the order the two became ready)
+                        grads[nxt] = nxt_g
+                        push(nxt)
+                        nxt = nxt_g = None
                     push(p)
             elif gp is not None:  # a leaf Tensor
                 shape = p.data.shape
