@@ -269,7 +269,7 @@ def _sum_leading(a, axes, keepdims):
     if plan is None:
         return None
     ones, matrix, shape = plan
-    out = np.dot(ones, a if matrix is None else a.reshape(matrix))
+    out = ones.dot(a if matrix is None else a.reshape(matrix))
     return out if shape is None else out.reshape(shape)
 
 
@@ -1020,8 +1020,9 @@ class Linear(Primitive):
             )
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"linear: bias of shape {b.shape} does not match weight {w.shape}")
-        # (np.dot is matmul for a matrix operand, with less overhead per call)
-        out = np.dot(x, w.T) if x.ndim <= 2 else x @ w.T
+        # (ndarray.dot is matmul for a matrix operand, with less overhead per call than @ or
+        # np.dot, which passes through a Python dispatcher first)
+        out = x.dot(w.T) if x.ndim <= 2 else x @ w.T
         if b is not None:
             out += b
         return out
@@ -1033,13 +1034,13 @@ class Linear(Primitive):
         raw = type(g) is np.ndarray  # (graph mode: Tensors, and their @ and sum)
         gx = gw = gb = None
         if need[0]:
-            gx = np.dot(g, w) if raw and g.ndim <= 2 else g @ w
+            gx = g.dot(w) if raw and g.ndim <= 2 else g @ w
         need_b = len(need) > 2 and need[2]
         if need[1] or need_b:
             g2 = g.reshape((-1, g.shape[-1])) if g.ndim != 2 else g
             if need[1]:
                 x2 = x.reshape((-1, x.shape[-1])) if x.ndim != 2 else x
-                gw = np.dot(g2.T, x2) if raw else g2.T @ x2
+                gw = g2.T.dot(x2) if raw else g2.T @ x2
             if need_b:
                 gb = _sum_leading(g2, (0,), False) if raw else g2.sum(axis=0)
                 if gb is None:
