@@ -188,17 +188,20 @@ def _negated(x):
     return -x
 
 
-_ONE: dict = {}  # dtype -> 1 as a 0-d array of that dtype
+_CONSTS: dict = {}  # (value, dtype) -> the value as a read-only 0-d array of that dtype
 
 
-def _one(dtype):
-    """1 as a 0-d array of ``dtype``: ``1 - x`` then needs no conversion of a Python number
-    (which costs NumPy more than the subtraction itself on small arrays)."""
-    one = _ONE.get(dtype)
-    if one is None:
-        one = _ONE[dtype] = np.ones((), dtype)
-        one.flags.writeable = False
-    return one
+def _const(value, dtype):
+    """``value`` as a 0-d array of ``dtype``: an operation with it then needs no conversion
+    of a Python number, which costs NumPy about as much as the operation itself on small
+    arrays (and gives the same result: the number is converted to the array's dtype)."""
+    c = _CONSTS.get((value, dtype))
+    if c is None:
+        c = np.array(value, dtype)
+        c.flags.writeable = False
+        if len(_CONSTS) < 256:
+            _CONSTS[(value, dtype)] = c
+    return c
 
 
 def _log(x):
@@ -629,7 +632,8 @@ class Sqrt(Primitive):
 
     @staticmethod
     def backward(ctx, g):
-        return (g / (2.0 * ctx.output()),)
+        y = ctx.output()
+        return (g / (y + y),)  # (2y exactly, without converting a Python 2)
 
 
 class Tanh(Primitive):
@@ -645,7 +649,7 @@ class Tanh(Primitive):
     def backward(ctx, g):
         y = ctx.output()
         if type(y) is np.ndarray:  # (1 as an array of y's dtype: a Python float costs more)
-            return (g * (_one(y.dtype) - y * y),)
+            return (g * (_const(1, y.dtype) - y * y),)
         return (g * (1.0 - y * y),)
 
 
@@ -779,14 +783,17 @@ class Mean(Primitive):
             out = _sum_leading(a, axis, keepdims)
             if out is None:
                 return np.add.reduce(a, axis, None, None, keepdims) / n
-            out /= n  # (a new array: divided where it is)
+            out /= _const(n, out.dtype)  # (a new array: divided where it is)
             return out
         return (np.add.reduce(a, axis, acc, None, keepdims) / n).astype(a.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         n = ctx.n
-        return (_expand(_with_reduced_axes(g, ctx), ctx.in_shape, 1.0 / n if n else np.nan),)
+        scale = 1.0 / n if n else np.nan
+        if type(g) is np.ndarray:
+            scale = _const(scale, g.dtype)
+        return (_expand(_with_reduced_axes(g, ctx), ctx.in_shape, scale),)
 
 
 class Max(Primitive):
