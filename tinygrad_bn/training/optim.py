@@ -159,7 +159,7 @@ class SGD(Optimizer):
                         buf = st["momentum_buffer"] = np.array(g, dtype=p.data.dtype)
                     else:
                         buf *= mom
-                        buf += (1 - damp) * g
+                        buf += (1 - damp) * g if damp else g  # (1·g is g: no product)
                     g = g + mom * buf if nesterov else buf
                 p.data -= lr * g
 
