@@ -785,3 +785,23 @@ def test_comparisons_promote_like_torch(torch, op, a, b):
         np.testing.assert_array_equal(got.data, want, err_msg=f"{a!r} {op} {b!r}")
     swapped = fn(torch.from_numpy(b), torch.from_numpy(a)).numpy()
     np.testing.assert_array_equal(fn(Tensor(b), Tensor(a)).data, swapped)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_relu_gradient_is_zero_where_nothing_flows_back_whatever_arrives(torch, dtype):
+    """torch's threshold_backward: where the output is 0, the gradient is +0 even for a nan,
+    an infinite or a negative incoming gradient (not the nan or -0 of grad · mask), in raw
+    mode and in a differentiable graph."""
+    x = np.array([-1.0, 2.0, -3.0, 0.0, 4.0, -0.0, 5.0], dtype)
+    up = np.array([np.nan, 1.0, -5.0, np.inf, -2.0, -np.inf, np.nan], dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(up))
+    expect = tx.grad.numpy()
+    t = Tensor(x, requires_grad=True)
+    t.relu().backward(up)
+    np.testing.assert_array_equal(t.grad, expect)
+    np.testing.assert_array_equal(np.signbit(t.grad), np.signbit(expect))
+    t2 = Tensor(x, requires_grad=True)
+    (g,) = grad(t2.relu(), [t2], grad_outputs=[Tensor(up)], create_graph=True)
+    np.testing.assert_array_equal(g.data, expect)
+    np.testing.assert_array_equal(np.signbit(g.data), np.signbit(expect))

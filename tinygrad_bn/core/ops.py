@@ -682,7 +682,26 @@ class ReLU(Primitive):
 
     @staticmethod
     def backward(ctx, g):
-        return (g * (_data(ctx.output()) > 0),)
+        keep = _data(ctx.output()) > 0
+        if type(g) is np.ndarray:
+            return (_kept(g, keep),)
+        return (_where0(~keep, g),)
+
+
+_UINTS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _kept(g, keep):
+    """``g`` where ``keep`` (a bool array of its shape), +0 elsewhere, as torch's
+    ``threshold_backward``: a nan or a negative gradient where nothing flows back gives 0,
+    not the nan or -0 of ``g * keep``. The bits of ``g`` are cleared where ``keep`` is False
+    (three times faster than ``np.where`` on large arrays)."""
+    uint = _UINTS.get(g.itemsize)
+    if uint is None or g.dtype.kind != "f":
+        return np.where(keep, g, np.zeros((), g.dtype))
+    mask = keep.astype(uint)
+    np.negative(mask, out=mask)  # 1 -> all bits set, 0 -> none
+    return (g.view(uint) & mask).view(g.dtype)
 
 
 class Abs(Primitive):
