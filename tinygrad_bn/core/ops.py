@@ -695,13 +695,16 @@ def _kept(g, keep):
     """``g`` where ``keep`` (a bool array of its shape), +0 elsewhere, as torch's
     ``threshold_backward``: a nan or a negative gradient where nothing flows back gives 0,
     not the nan or -0 of ``g * keep``. The bits of ``g`` are cleared where ``keep`` is False
-    (three times faster than ``np.where`` on large arrays)."""
+    (three times faster than ``np.where`` on large arrays; on small ones ``np.where``)."""
     uint = _UINTS.get(g.itemsize)
-    if uint is None or g.dtype.kind != "f":
+    if g.size < _LARGE or uint is None or g.dtype.kind != "f":
         return np.where(keep, g, np.zeros((), g.dtype))
-    mask = keep.astype(uint)
+    out = np.empty_like(g)  # (a new array of g's dtype, which the engine may then own)
+    mask = out.view(uint)
+    np.copyto(mask, keep)
     np.negative(mask, out=mask)  # 1 -> all bits set, 0 -> none
-    return (g.view(uint) & mask).view(g.dtype)
+    np.bitwise_and(g.view(uint), mask, out=mask)
+    return out
 
 
 class Abs(Primitive):
