@@ -249,7 +249,8 @@ def _reduction(gshape: tuple, shape: tuple) -> tuple:
     return plan
 
 
-_ROWS_MAX = 8192  # elements: a matrix-vector product this small runs on one thread (BLAS)
+_ROWS_MAX = 1 << 21  # elements: up to here a matrix-vector product took the same time on a
+# busy machine as on an idle one (BLAS; larger ones are spread over threads)
 
 
 def _sum_leading(a, axes, keepdims):
