@@ -9,18 +9,26 @@ from typing import Callable
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
+SETTLE = 0.2  # seconds of sleep before each block when several functions alternate
+
+
 def alternate(fns: list, rounds: int, seconds: float = 0.05, warmup: int = 2,
-              budget: float | None = None) -> list[float]:
+              budget: float | None = None, settle: float = SETTLE) -> list[float]:
     """Median seconds per call of each of ``fns``, timed in turn, ``rounds`` times (or, given
-    a ``budget`` in seconds, fewer once the budget is spent, but at least 3).
+    a ``budget`` in seconds of running, fewer once the budget is spent, but at least 3).
 
     Each function runs in blocks of about ``seconds`` (at least one call); the blocks of all
     functions alternate, every other round in reverse order, so that no function always runs
-    first and a change of the machine's load falls on all of them alike. Every block starts
-    with untimed calls (a tenth of the block, at least one): the first call after another
-    library has run pays for waking its threads and refilling the caches (PyTorch's first
-    call after a pause took 1–100 ms instead of 0.06 ms on a busy 2-core machine), which a
-    loop that calls one function over and over never pays.
+    first and a change of the machine's load falls on all of them alike.
+
+    Libraries that compute on threads keep them spinning for a while after a call (NumPy's
+    BLAS threads about 0.1 s; PyTorch's OpenMP pool), and on a 2-core machine the next block,
+    of another library, shares the cores with them: measured here, PyTorch's training step
+    ran 2-4x slower for its first calls right after NumPy's matrix products, ours 1.5x slower
+    right after PyTorch's. So when several functions alternate, each block starts after
+    ``settle`` seconds of sleep (not counted in the budget), then a quarter of its calls run
+    untimed (caches, a library's allocator and thread pool warm up), then the block is
+    timed.
     """
     numbers = []
     for fn in fns:  # calls per block from the median of single calls (a slow first call of
@@ -35,13 +43,18 @@ def alternate(fns: list, rounds: int, seconds: float = 0.05, warmup: int = 2,
         numbers.append(max(1, round(seconds / calls[len(calls) // 2])))
     times = [[] for _ in fns]
     order = list(range(len(fns)))
+    pause = settle if len(fns) > 1 else 0.0
+    slept = 0.0
     t_start = time.perf_counter()
     for r in range(rounds):
-        if budget is not None and r >= 3 and time.perf_counter() - t_start > budget:
+        if budget is not None and r >= 3 and time.perf_counter() - t_start - slept > budget:
             break
         for i in order:
             fn, n = fns[i], numbers[i]
-            for _ in range(max(1, n // 10)):
+            if pause:
+                time.sleep(pause)
+                slept += pause
+            for _ in range(max(1, n // 4)):
                 fn()
             t0 = time.perf_counter()
             for _ in range(n):
