@@ -723,8 +723,7 @@ class Tensor:
         graph's saved values are freed afterwards unless ``retain_graph=True``. For
         ``create_graph`` use ``tinygrad_bn.grad`` (``.grad`` is an ndarray here).
         """
-        _backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
-                  inputs=inputs)
+        _backward(self, gradient, retain_graph, create_graph, inputs)
 
     # -- arithmetic ----------------------------------------------------------------------
     def __add__(self, other):
