@@ -58,15 +58,24 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
             needs = _NEEDS2[ea is None][eb is None]
     elif n == 3:  # Linear (x, W, b), the fused norms (x, γ, β)
         a, b, c = args
-        ea = (a._ctx or a) if isinstance(a, Tensor) and a.requires_grad else None
-        eb = (b._ctx or b) if isinstance(b, Tensor) and b.requires_grad else None
-        ec = (c._ctx or c) if isinstance(c, Tensor) and c.requires_grad else None
+        ea = eb = ec = None
+        if isinstance(a, Tensor):
+            if a.requires_grad:
+                ea = a._ctx or a
+            a = a.data
+        if isinstance(b, Tensor):
+            if b.requires_grad:
+                eb = b._ctx or b
+            b = b.data
+        if isinstance(c, Tensor):
+            if c.requires_grad:
+                ec = c._ctx or c
+            c = c.data
         if datas is None:
-            datas = (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor)
-                     else b, c.data if isinstance(c, Tensor) else c)
+            datas = (a, b, c)
         if (ea is not None or eb is not None or ec is not None) and _grad_mode.enabled:
             edges = (ea, eb, ec)
-            needs = (ea is not None, eb is not None, ec is not None)
+            needs = _NEEDS3[ea is None][eb is None][ec is None]
     else:
         es = []
         ns = []
@@ -201,6 +210,8 @@ def _unary(fn, x: "Tensor", params: dict = _EMPTY) -> "Tensor":
 
 _NEED1 = (True,)
 _NEEDS2 = (((True, True), (True, False)), ((False, True), (False, False)))  # [not a][not b]
+_NEEDS3 = tuple(tuple(tuple((not a, not b, not c) for c in (False, True)) for b in (False, True))
+                for a in (False, True))  # [not a][not b][not c]
 
 
 def _wrap(data, ctx) -> "Tensor":
