@@ -10,6 +10,8 @@
   small arrays: sums over leading axes as one BLAS call (``ops._sum_leading``).
 """
 import gc
+import subprocess
+import sys
 import threading
 import tracemalloc
 
@@ -35,19 +37,37 @@ def reuse_everywhere(monkeypatch):
 
 
 # --------------------------------------------------------------------- one object per node
+_ONE_OBJECT = """
+import gc
+import numpy as np
+from tinygrad_bn import Tensor
+x = Tensor(np.ones(4, np.float32), requires_grad=True)
+y = x
+for _ in range(10):
+    y = y * 1.00001
+gc.collect()
+before = len(gc.get_objects())
+for _ in range(2000):
+    y = y * 1.00001
+gc.collect()
+print((len(gc.get_objects()) - before) / 2000)
+"""
+
+
 def test_a_chain_node_is_one_object_for_the_garbage_collector():
+    """Counted in a fresh interpreter: Python 3.11 shares one table of attribute names among
+    the instances of a class and stops growing it after many instances, so after many nodes
+    made in many different ways (as this test suite makes them) a node may get a dict of
+    its own, a second object."""
+    out = subprocess.run([sys.executable, "-c", _ONE_OBJECT], capture_output=True, text=True,
+                         check=True).stdout
+    per_node = float(out.split()[-1])
+    assert per_node <= 1.01, per_node
     x = Tensor(np.ones(4, np.float32), requires_grad=True)
     y = x
-    for _ in range(10):
+    for _ in range(2010):
         y = y * 1.00001
-    gc.collect()
-    before = len(gc.get_objects())
     n = 2000
-    for _ in range(n):
-        y = y * 1.00001
-    gc.collect()
-    per_node = (len(gc.get_objects()) - before) / n
-    assert per_node <= 1.01, per_node
     node = y.grad_fn
     assert gc.is_tracked(node)
     assert node.parents == (node._edge0, None)  # the edges live in the node itself
