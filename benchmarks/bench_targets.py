@@ -20,7 +20,7 @@ The load average is printed at the start and the end: PyTorch's thread pool in p
 slows down by orders of magnitude when another process holds a core, so a run that did not
 start idle is a rehearsal, not a measurement. The exit code is 0 whatever the verdicts.
 
-Run: python benchmarks/bench_targets.py [--quick]   (1–2 minutes; --quick: under one)
+Run: python benchmarks/bench_targets.py [--quick]   (2–3 minutes; --quick: about one)
 """
 from __future__ import annotations
 
