@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from .node import FREED, Function, Hooks, _grad_mode
-from .ops import unbroadcast  # the one reduction of broadcast gradients (ops use it too)
+from .ops import _const, unbroadcast  # (unbroadcast: the one reduction of broadcast
+# gradients; ops use it too)
 from .tensor import Tensor
 
 _wrap = Tensor._wrap
@@ -387,7 +388,7 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
             )
         if graph_mode:
             return _wrap(np.ones(t.data.shape, dtype=t.data.dtype), None)
-        return _ones(t.data.shape, t.data.dtype)
+        return _const(1, t.data.dtype, t.data.shape)  # (read-only: lent, never written)
     if isinstance(g, Tensor):
         gshape = g.shape
     else:
@@ -406,22 +407,6 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
     view = data.view()  # read-only and not owned: a leaf copies it instead of adopting it
     view.flags.writeable = False
     return view
-
-
-_ONES: dict = {}  # (shape, dtype) of a one-element output -> a read-only array of 1
-
-
-def _ones(shape: tuple, dtype):
-    """The implicit gradient of a one-element output: 1, one read-only array per shape and
-    dtype (lent, as every array the engine does not own: nothing writes into it or adopts
-    it)."""
-    one = _ONES.get((shape, dtype))
-    if one is None:
-        one = np.ones(shape, dtype=dtype)
-        one.flags.writeable = False
-        if len(_ONES) < 64:
-            _ONES[(shape, dtype)] = one
-    return one
 
 
 def _root_key(t: Tensor, what: str):

@@ -188,19 +188,22 @@ def _negated(x):
     return -x
 
 
-_CONSTS: dict = {}  # (value, dtype) -> the value as a read-only 0-d array of that dtype
+_CONSTS: dict = {}  # (value, dtype, shape) -> a read-only array of that value
 
 
-def _const(value, dtype):
-    """``value`` as a 0-d array of ``dtype``: an operation with it then needs no conversion
-    of a Python number, which costs NumPy about as much as the operation itself on small
-    arrays (and gives the same result: the number is converted to the array's dtype)."""
-    c = _CONSTS.get((value, dtype))
+def _const(value, dtype, shape: tuple = ()):
+    """``value`` as a read-only array of ``dtype`` (0-d unless ``shape`` is given), one per
+    value, dtype and shape. An operation with a 0-d one needs no conversion of a Python
+    number, which costs NumPy about as much as the operation itself on small arrays (and
+    gives the same result: the number is converted to the array's dtype); the engine starts
+    a backward pass from the 1 of the output's shape."""
+    key = (value, dtype, shape)
+    c = _CONSTS.get(key)
     if c is None:
-        c = np.array(value, dtype)
+        c = np.full(shape, value, dtype)
         c.flags.writeable = False
         if len(_CONSTS) < 256:
-            _CONSTS[(value, dtype)] = c
+            _CONSTS[key] = c
     return c
 
 
