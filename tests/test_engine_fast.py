@@ -312,9 +312,9 @@ def test_the_implicit_gradient_of_one_is_shared_and_never_written(reuse_everywhe
         z = _t(np.full(4, 2.0))
         z.sum().backward()
         np.testing.assert_array_equal(z.grad, np.ones(4))
-    for (value, _, _), const in ops._CONSTS.items():
+    for (value, dtype, shape), const in ops._CONSTS.items():
         assert not const.flags.writeable
-        np.testing.assert_array_equal(const, value)
+        np.testing.assert_array_equal(const, np.full(shape, value, dtype))
 
 
 def test_a_hook_result_is_not_adopted_by_a_leaf(reuse_everywhere):
