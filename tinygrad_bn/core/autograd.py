@@ -404,9 +404,7 @@ def _root_grad(t: Tensor, g, graph_mode: bool, what: str):
     data = g.data if isinstance(g, Tensor) else g
     if data.dtype != t.data.dtype:
         return data.astype(t.data.dtype)
-    view = data.view()  # read-only and not owned: a leaf copies it instead of adopting it
-    view.flags.writeable = False
-    return view
+    return _lent(data)  # not owned: a leaf copies it instead of adopting it
 
 
 def _root_key(t: Tensor, what: str):

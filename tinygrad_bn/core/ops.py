@@ -291,8 +291,7 @@ def _leading_plan(a, axes, keepdims):
     if (a.size <= _ROWS_MAX and a.dtype.char in "fd" and a.size and k and k < a.ndim
             and axes == tuple(range(k))):
         rows = math.prod(shape[:k])
-        ones = np.ones(rows, dtype=a.dtype)
-        ones.flags.writeable = False
+        ones = _const(1, a.dtype, (rows,))
         result = ((1,) * k if keepdims else ()) + shape[k:]
         plan = (ones, None if a.ndim == 2 else (rows, a.size // rows),
                 None if result == (a.size // rows,) else result)
@@ -702,7 +701,7 @@ def _kept(g, keep):
     (three times faster than ``np.where`` on large arrays; on small ones ``np.where``)."""
     uint = _UINTS.get(g.itemsize)
     if g.size < _LARGE or uint is None or g.dtype.kind != "f":
-        return np.where(keep, g, np.zeros((), g.dtype))
+        return np.where(keep, g, _const(0, g.dtype))
     out = np.empty_like(g)  # (a new array of g's dtype, which the engine may then own)
     mask = out.view(uint)
     np.copyto(mask, keep)
