@@ -224,16 +224,9 @@ def unbroadcast(g, shape: tuple):
     if plan is None:
         plan = _reduction(gshape, shape)
     axes, keepdims = plan
-    if type(g) is np.ndarray:
-        s = _sum_leading(g, axes, keepdims)  # the leading axes only, of a small array
-        if s is not None:
-            return s if s.shape == shape else s.reshape(shape)
-        g = np.add.reduce(g, axes, None, None, keepdims)  # (g.sum, without its wrapper)
-    else:
-        g = g.sum(axis=axes, keepdims=keepdims)
-    if keepdims and len(gshape) != len(shape):
-        g = g.reshape(shape)
-    return g
+    g = _sum(g, axes, keepdims) if type(g) is np.ndarray else g.sum(axis=axes,
+                                                                    keepdims=keepdims)
+    return g if g.shape == shape else g.reshape(shape)
 
 
 # (gradient's shape, input's shape) -> (axes to sum, keepdims)
@@ -254,6 +247,13 @@ def _reduction(gshape: tuple, shape: tuple) -> tuple:
 
 _ROWS_MAX = 1 << 21  # elements: up to here a matrix-vector product took the same time on a
 # busy machine as on an idle one (BLAS; larger ones are spread over threads)
+
+
+def _sum(a, axes, keepdims=False):
+    """``Σ a`` over ``axes`` (a tuple) of an ndarray, in its dtype: ``_sum_leading`` where it
+    applies, else ``np.add.reduce`` (without ``ndarray.sum``'s wrapper)."""
+    out = _sum_leading(a, axes, keepdims)
+    return np.add.reduce(a, axes, None, None, keepdims) if out is None else out
 
 
 def _sum_leading(a, axes, keepdims):
@@ -756,8 +756,7 @@ def _reduce_sum(a, axis, keepdims):
     float16 accumulates in float32 and is rounded back once."""
     kind = a.dtype.char
     if kind == "f" or kind == "d":  # float32, float64
-        out = _sum_leading(a, axis, keepdims)
-        return np.add.reduce(a, axis, None, None, keepdims) if out is None else out
+        return _sum(a, axis, keepdims)
     if a.dtype.kind in "biu":
         return np.add.reduce(a, axis=axis, keepdims=keepdims, dtype=np.int64)
     if a.dtype == np.float16:
@@ -805,10 +804,10 @@ class Mean(Primitive):
             return np.full(np.add.reduce(a, axis=axis, keepdims=keepdims).shape, np.nan,
                            dtype=a.dtype)
         if acc is None:
-            out = _sum_leading(a, axis, keepdims)
-            if out is None:
-                return np.add.reduce(a, axis, None, None, keepdims) / n
-            out /= _const(n, out.dtype)  # (a new array: divided where it is)
+            out = _sum(a, axis, keepdims)
+            if type(out) is not np.ndarray:  # a full reduction: a NumPy scalar
+                return out / n
+            out /= _const(n, a.dtype)  # (a new array: divided where it is)
             return out
         return (np.add.reduce(a, axis, acc, None, keepdims) / n).astype(a.dtype, copy=False)
 
@@ -1074,9 +1073,7 @@ class Linear(Primitive):
                 x2 = x.reshape((-1, x.shape[-1])) if x.ndim != 2 else x
                 gw = g2.T.dot(x2) if raw else g2.T @ x2
             if need_b:
-                gb = _sum_leading(g2, (0,), False) if raw else g2.sum(axis=0)
-                if gb is None:
-                    gb = np.add.reduce(g2, 0)
+                gb = _sum(g2, (0,)) if raw else g2.sum(axis=0)
         return gx, gw, gb
 
 
