@@ -344,14 +344,11 @@ def _conv_grads(x, w, g, geo: Geometry, groups: int, need: tuple):
     ``fold`` are nodes, so this differentiates again) or ndarrays, all of one dtype."""
     nd = geo.nd
     n, o = g.shape[:2]
-    og = o // groups
-    p = _prod(geo.out_size)
-    # (N, O, *O_S) -> (G, Og, N·P)
-    gm = g.reshape((n, groups, og, p)).transpose((1, 2, 0, 3)).reshape((groups, og, n * p))
+    gm = _columns(g, groups)
     gx = gw = gb = None
     if need[0]:
         cg = w.shape[1]
-        cols = w.reshape((groups, og, cg * _prod(geo.kernel))).swapaxes(1, 2) @ gm
+        cols = _weight_columns(w, geo, groups) @ gm
         # (G, Cg·K, N·P) -> (N, C, *O, *K), the layout fold reads
         cols = cols.reshape((groups, cg) + tuple(geo.kernel) + (n,) + tuple(geo.out_size))
         perm = (2 + nd, 0, 1) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(2, 2 + nd))
@@ -386,12 +383,20 @@ def _im2col_array(x: np.ndarray, geo: Geometry, groups: int) -> np.ndarray:
     return cols.reshape((groups, c // groups * _prod(geo.kernel), n * _prod(geo.out_size)))
 
 
-def _columns(g: np.ndarray, groups: int) -> np.ndarray:
-    """gy (N, O, *O) as (G, Og, N·P), the layout of the matmuls (a copy)."""
+def _columns(g, groups: int):
+    """gy (N, O, *O) as (G, Og, N·P), the layout of the matmuls (a copy of an ndarray; a
+    node for a Tensor)."""
     n, o = g.shape[:2]
     p = _prod(g.shape[2:])
     return g.reshape((n, groups, o // groups, p)).transpose((1, 2, 0, 3)).reshape(
         (groups, o // groups, n * p))
+
+
+def _weight_columns(w, geo: Geometry, groups: int):
+    """W (O, Cg, *K) as (G, Cg·K, Og): each group's Wᵀ, the left factor of dx = Wᵀ·gy
+    (ndarray or Tensor)."""
+    return w.reshape((groups, w.shape[0] // groups, w.shape[1] * _prod(geo.kernel))).swapaxes(
+        1, 2)
 
 
 def _conv_array(x: np.ndarray, w: np.ndarray, b, geo: Geometry, groups: int) -> np.ndarray:
@@ -440,8 +445,8 @@ def _conv_dx_grid(g: np.ndarray, w: np.ndarray, geo: Geometry, groups: int) -> n
     m = n * _prod(padded)
     grid = np.zeros((o, n) + padded, dtype=g.dtype)
     grid[(slice(None),) * 2 + tuple(slice(0, e) for e in geo.out_size)] = g.swapaxes(0, 1)
-    wt = w.reshape((groups, og, w.shape[1] * _prod(geo.kernel))).swapaxes(1, 2)
-    u = np.matmul(wt, grid.reshape((groups, og, m))).reshape((c, _prod(geo.kernel), m))
+    u = np.matmul(_weight_columns(w, geo, groups), grid.reshape((groups, og, m))).reshape(
+        (c, _prod(geo.kernel), m))
     shifts = _flat_shifts(geo)
     acc = np.zeros((c, m + shifts[-1]), dtype=g.dtype)
     for j, t in enumerate(shifts):
@@ -455,9 +460,9 @@ def _conv_dx_folded(gm: np.ndarray, w: np.ndarray, geo: Geometry, groups: int,
     """dx for any stride: u = Wᵀ·gy, one column per output position, from gy as
     (G, Og, N·P) (``_columns``); then ``fold_array`` on u viewed as (C, N, *O, *K).
     A (N, C, *S) view."""
-    nd, og, c = geo.nd, w.shape[0] // groups, w.shape[1] * groups
-    wt = w.reshape((groups, og, w.shape[1] * _prod(geo.kernel))).swapaxes(1, 2)
-    u = np.matmul(wt, gm).reshape((c,) + tuple(geo.kernel) + (n,) + tuple(geo.out_size))
+    nd, c = geo.nd, w.shape[1] * groups
+    u = np.matmul(_weight_columns(w, geo, groups), gm).reshape(
+        (c,) + tuple(geo.kernel) + (n,) + tuple(geo.out_size))
     perm = (0, 1 + nd) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(1, 1 + nd))
     return fold_array(u.transpose(perm), geo).swapaxes(0, 1)
 
