@@ -550,7 +550,10 @@ def test_embedding_second_derivatives_match_torch(torch, kw):
 
 # ------------------------------------------------------------------------- hypothesis
 @st.composite
-def conv_settings(draw):
+def conv_settings(draw, batches=(None, 1, 2), stride_one=False):
+    """A convolution's (nd, input shape, weight shape, bias?, keyword arguments): batch size
+    from ``batches`` (None: unbatched); ``stride_one``: stride 1 only. (Also drawn by
+    test_conv_fast.py.)"""
     nd = draw(st.sampled_from([1, 2]))
     groups = draw(st.sampled_from([1, 2, 3]))
     cin = groups * draw(st.integers(1, 2))
@@ -558,12 +561,13 @@ def conv_settings(draw):
     kernel = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(nd))
     same = draw(st.booleans()) and draw(st.booleans())
-    stride = (1,) * nd if same else tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    stride = (1,) * nd if same or stride_one else tuple(draw(st.integers(1, 3))
+                                                        for _ in range(nd))
     padding = "same" if same else tuple(draw(st.integers(0, 2)) for _ in range(nd))
     pads = (0,) * nd if same else padding
     size = tuple(max(draw(st.integers(1, 7)), d * (k - 1) + 1 - 2 * p)
                  for k, d, p in zip(kernel, dilation, pads))
-    batch = draw(st.sampled_from([None, 1, 2]))
+    batch = draw(st.sampled_from(batches))
     shape = ((batch,) if batch is not None else ()) + (cin,) + size
     bias = draw(st.booleans())
     return nd, shape, (cout, cin // groups) + kernel, bias, dict(

@@ -15,34 +15,25 @@ from hypothesis import strategies as st
 
 from tinygrad_bn.core import conv_ops
 
+from test_conv import conv_settings
+
 TOL = dict(rtol=1e-10, atol=1e-12)
 ALL = (True, True, True)
 
 
 @st.composite
 def convs(draw, stride_one=False):
-    """A convolution's arrays (x, W, b, gy) in float64 and its (geometry, groups)."""
-    nd = draw(st.sampled_from([1, 2]))
-    groups = draw(st.sampled_from([1, 2, 3]))
-    cin = groups * draw(st.integers(1, 2))
-    cout = groups * draw(st.integers(1, 2))
-    kernel = tuple(draw(st.integers(1, 3)) for _ in range(nd))
-    dilation = tuple(draw(st.integers(1, 2)) for _ in range(nd))
-    stride = (1,) * nd if stride_one else tuple(draw(st.sampled_from([1, 1, 2, 3]))
-                                                for _ in range(nd))
-    padding = "same" if stride == (1,) * nd and draw(st.booleans()) else tuple(
-        draw(st.integers(0, 2)) for _ in range(nd))
-    pads = (0,) * nd if padding == "same" else padding
-    size = tuple(max(draw(st.integers(1, 7)), d * (k - 1) + 1 - 2 * p)
-                 for k, d, p in zip(kernel, dilation, pads))
-    n = draw(st.integers(0, 3))
+    """A convolution's arrays (x, W, b, gy) in float64 and its (geometry, groups), with the
+    settings of test_conv.py's property test and batches of 0 to 3 samples."""
+    nd, xs, ws, _, kw = draw(conv_settings(batches=(0, 1, 2, 3), stride_one=stride_one))
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
-    x = rng.standard_normal((n, cin) + size)
-    w = rng.standard_normal((cout, cin // groups) + kernel)
-    geo, _ = conv_ops.conv_geometry(x, w, stride, padding, dilation, groups, nd, "conv")
-    b = rng.standard_normal(cout)
-    g = rng.standard_normal((n, cout) + tuple(geo.out_size))
-    return x, w, b, g, geo, groups
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    geo, _ = conv_ops.conv_geometry(x, w, kw["stride"], kw["padding"], kw["dilation"],
+                                    kw["groups"], nd, "conv")
+    b = rng.standard_normal(ws[0])
+    g = rng.standard_normal((xs[0], ws[0]) + tuple(geo.out_size))
+    return x, w, b, g, geo, kw["groups"]
 
 
 def _conv_by_definition(x, w, b, geo, groups):
