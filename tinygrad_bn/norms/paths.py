@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.autograd import _root_grad, _root_key, _run
+from ..core.autograd import _lent, _root_grad, _root_key, _run
 from ..core.node import Function, _grad_mode
 from ..core.tensor import Tensor
 
@@ -78,12 +78,6 @@ def _graph(root) -> tuple[set, dict]:
                 seen.add(p)
                 stack.append(p)
     return seen, names
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 def grad_paths(output: Tensor, input: Tensor, via, grad_output=None) -> dict:
@@ -178,7 +172,7 @@ def grad_paths(output: Tensor, input: Tensor, via, grad_output=None) -> dict:
                 roots = [k for k in group if k in adj]
                 if not roots:
                     continue
-                got = _run(roots, [_readonly(adj[k]) for k in roots], retain_graph=True,
+                got = _run(roots, [_lent(adj[k]) for k in roots], retain_graph=True,
                            graph_mode=False, inputs=ins, stop=stop).get(x_key)
                 if got is not None:
                     parts[key][...] = got
