@@ -48,11 +48,17 @@ def apply_op(fn, args: tuple, params: dict = _EMPTY, datas=None) -> "Tensor":
                 needs = _NEED1
     elif n == 2:
         a, b = args
-        ea = (a._ctx or a) if isinstance(a, Tensor) and a.requires_grad else None
-        eb = (b._ctx or b) if isinstance(b, Tensor) and b.requires_grad else None
+        ea = eb = None
+        if isinstance(a, Tensor):
+            if a.requires_grad:
+                ea = a._ctx or a
+            a = a.data
+        if isinstance(b, Tensor):
+            if b.requires_grad:
+                eb = b._ctx or b
+            b = b.data
         if datas is None:
-            datas = (a.data if isinstance(a, Tensor) else a,
-                     b.data if isinstance(b, Tensor) else b)
+            datas = (a, b)
         if (ea is not None or eb is not None) and _grad_mode.enabled:
             edges = (ea, eb)
             needs = _NEEDS2[ea is None][eb is None]
