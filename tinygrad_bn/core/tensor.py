@@ -620,9 +620,7 @@ class Tensor:
 
     def named(self, name: str) -> "Tensor":
         """Set ``name`` and return self (handy inside expressions)."""
-        self._name = name  # (the name setter, spelled out: the norms name every step)
-        if self._ctx is not None:
-            self._ctx.out_name = name
+        self.name = name
         return self
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
