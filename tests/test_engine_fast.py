@@ -545,8 +545,8 @@ def test_leading_sum_is_numpys_sum_or_declines(case):
        st.sampled_from([(), (5,), (7, 3), (130, 130), (2, 90, 100)]),
        st.sampled_from(["C", "T"]), st.integers(0, 9))
 def test_relu_mask_keeps_exactly_the_kept_values(dtype, shape, layout, seed):
-    """``_kept`` (ReLU's gradient, by clearing bits on large arrays) is ``np.where(keep, g,
-    +0)`` bit for bit, nan, infinities and -0 included, in any layout, and returns a new
+    """``_kept`` (ReLU's gradient, by clearing bits on large arrays) is ``np.where(drop, +0,
+    g)`` bit for bit, nan, infinities and -0 included, in any layout, and returns a new
     array the engine may own."""
     rng = np.random.default_rng(seed)
     g = rng.standard_normal(shape).astype(dtype)
@@ -556,9 +556,9 @@ def test_relu_mask_keeps_exactly_the_kept_values(dtype, shape, layout, seed):
             flat[rng.integers(0, g.size, max(1, g.size // 10))] = v
     if layout == "T":
         g = g.T
-    keep = rng.random(g.shape) < 0.5
-    got = ops._kept(g, keep)
-    expect = np.where(keep, g, np.zeros((), dtype))
+    drop = rng.random(g.shape) < 0.5
+    got = ops._kept(g, drop)
+    expect = np.where(drop, np.zeros((), dtype), g)
     assert got.dtype == dtype and got.shape == g.shape
     assert got.base is None and got.flags.writeable
     bits = ops._UINTS[np.dtype(dtype).itemsize]  # compared bit for bit (nan, -0)

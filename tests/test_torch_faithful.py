@@ -790,10 +790,11 @@ def test_comparisons_promote_like_torch(torch, op, a, b):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_relu_gradient_is_zero_where_nothing_flows_back_whatever_arrives(torch, dtype):
     """torch's threshold_backward: where the output is 0, the gradient is +0 even for a nan,
-    an infinite or a negative incoming gradient (not the nan or -0 of grad · mask), in raw
-    mode and in a differentiable graph."""
-    x = np.array([-1.0, 2.0, -3.0, 0.0, 4.0, -0.0, 5.0], dtype)
-    up = np.array([np.nan, 1.0, -5.0, np.inf, -2.0, -np.inf, np.nan], dtype)
+    an infinite or a negative incoming gradient (not the nan or -0 of grad · mask); where
+    the output is nan (a nan input) the gradient flows. In raw mode and in a differentiable
+    graph."""
+    x = np.array([-1.0, 2.0, -3.0, 0.0, 4.0, -0.0, 5.0, np.nan, np.nan], dtype)
+    up = np.array([np.nan, 1.0, -5.0, np.inf, -2.0, -np.inf, np.nan, 3.0, -0.0], dtype)
     tx = torch.tensor(x, requires_grad=True)
     torch.relu(tx).backward(torch.tensor(up))
     expect = tx.grad.numpy()

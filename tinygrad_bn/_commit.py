@@ -35,25 +35,33 @@ def _write(dst: np.ndarray, src, casting: str) -> None:
 
 class interrupts_held:
     """``with interrupts_held():`` holds SIGINT while the block runs and delivers it (once)
-    when the block is done. Blocks nest: an inner one hands what it held to the outer one."""
+    when the block is done. Blocks nest: an inner one leaves the holding to the outer one
+    (and costs next to nothing)."""
 
     __slots__ = ("held", "previous")
 
     def __enter__(self):
+        global _holding
         self.held, self.previous = [], None
-        if (threading.current_thread() is threading.main_thread()
+        if (_holding is None and threading.current_thread() is threading.main_thread()
                 and _signal.getsignal(_SIGINT) is not None):  # None: set outside Python
             self.previous = _signal.signal(_SIGINT, self._hold)
+            _holding = self
         return self
 
     def _hold(self, signum, frame) -> None:
         self.held.append(frame)
 
     def __exit__(self, *exc) -> None:
+        global _holding
         if self.previous is not None:
+            _holding = None
             _signal.signal(_SIGINT, self.previous)
             if self.held:
                 _deliver(self.previous, self.held[0])
+
+
+_holding = None  # the outermost open interrupts_held of the main thread, if any
 
 
 def commit(*pairs, casting: str = "unsafe") -> None:

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from .._jit import kernels_wanted
 from . import tensor as _tensor  # a module reference: Tensor and apply_op, read at call time
 from .node import FREED, NO_CTX, Changes, Function, check_saved, freed_error, inplace_error
 
@@ -317,6 +318,157 @@ def _large(g) -> bool:
     return type(g) is np.ndarray and g.size >= _LARGE
 
 
+# ------------------------------------------------------ compiled loops, beside NumPy's
+# With numba installed (the "fast" extra), a large float32/float64 array meeting a row of
+# its dtype (``x - μ``, ``x̂ · γ``, a bias) goes through a loop of ``_kernels`` instead of
+# NumPy's broadcasting, and a few backward rules make their two results in one pass. Each
+# call site keeps the NumPy line it replaces, and tests hold the two to the same results.
+_KERNELS = None  # the module ``_kernels`` once imported; False: NumPy only (see _loops)
+
+
+def _loops():
+    """``_kernels`` (imported on first use: importing numba takes a while), or None without
+    numba or with ``TINYGRAD_BN_KERNELS=numpy``."""
+    global _KERNELS
+    if _KERNELS is None:
+        _KERNELS = False
+        if kernels_wanted():
+            try:
+                from . import _kernels
+            except ImportError:  # pragma: no cover - a broken numba installation
+                _kernels = None
+            if _kernels is not None and _kernels.available:
+                _KERNELS = _kernels
+    return _KERNELS or None
+
+
+def _row_pair(a, r):
+    """``(a2, r1)``: ``a`` as a C-contiguous (M, C) array and ``r`` as its contiguous (C,)
+    row, when ``r`` broadcasts along the rows of ``a`` (shape (..., 1, C) against
+    (..., C), every axis of ``r`` but the last of size 1) and both are float32 or both
+    float64; else None. ``a`` has at least ``_LARGE`` elements."""
+    if type(r) is not np.ndarray or r.dtype is not a.dtype or a.dtype.char not in "fd" \
+            or not a.flags.c_contiguous or not a.ndim:
+        return None
+    c = a.shape[-1]
+    rs = r.shape
+    if not rs or rs[-1] != c or r.size != c or len(rs) > a.ndim:
+        return None
+    return (a if a.ndim == 2 else a.reshape((-1, c))), (r if len(rs) == 1 else r.reshape(c))
+
+
+def _row_of(v, shape):
+    """The (C,) row that a read-only broadcast view ``v`` of ``shape`` repeats (a mean's
+    gradient: strides 0 but along the last axis), or None."""
+    if type(v) is not np.ndarray or v.shape != shape or v.base is None or v.ndim < 2:
+        return None
+    st = v.strides
+    if st[-1] != v.itemsize or any(st[:-1]):
+        return None
+    return v[(0,) * (v.ndim - 1)]
+
+
+def _rowwise(name: str, a, r, in_place: bool = False):
+    """``a (op) r`` by the loop ``name`` of ``_kernels`` (into a new array, or into ``a``)
+    when ``r`` is a row of ``a`` (``_row_pair``) and the loops are there; else None."""
+    k = _KERNELS if _KERNELS is not None else _loops()
+    if not k:
+        return None
+    pair = _row_pair(a, r)
+    if pair is None:
+        return None
+    a2, r1 = pair
+    if in_place:
+        getattr(k, name + "_")(a2, r1)
+        return a
+    out = np.empty(a.shape, a.dtype)
+    getattr(k, name)(a2, r1, out if a2 is a else out.reshape(a2.shape))
+    return out
+
+
+def _same_layout(x, like) -> bool:
+    """``x`` is a C-contiguous ndarray of ``like``'s shape and dtype."""
+    return (type(x) is np.ndarray and x.shape == like.shape and x.dtype is like.dtype
+            and x.flags.c_contiguous)
+
+
+def _mul_rows_backward(g, a, b, need_a: bool, need_b: bool):
+    """Both gradients of ``a * b`` when one factor is a row of the other and of ``g``
+    (``x̂ · γ``): ``g · row`` (into ``g`` when lent to this node alone) and ``Σ g · full``
+    over the rows, in one compiled pass; None when that does not apply."""
+    k = _KERNELS if _KERNELS is not None else _loops()
+    if not k:
+        return None
+    swap = not _same_layout(a, g)  # (γ · x̂: the row comes first)
+    full, row = (b, a) if swap else (a, b)
+    pair = _row_pair(g, row)
+    if pair is None or not _same_layout(full, g):
+        return None
+    g2, r1 = pair
+    need_full, need_row = (need_b, need_a) if swap else (need_a, need_b)
+    gfull = grow = None
+    in_place = need_full and _reusable(g, row)
+    if need_full:
+        gfull = g if in_place else np.empty(g.shape, g.dtype)
+    full2 = full.reshape(g2.shape)
+    if need_row and in_place:
+        grow = k.mul_row_and_sum_(g2, r1, full2)
+    elif need_row and need_full:
+        grow = k.mul_row_and_sum(g2, r1, full2, gfull.reshape(g2.shape))
+    elif need_row:
+        grow = k.row_sums_of_products(g2, full2)
+    elif in_place:
+        k.mul_row_(g2, r1)
+    else:
+        k.mul_row(g2, r1, gfull.reshape(g2.shape))
+    if grow is not None:
+        grow = grow.astype(g.dtype).reshape(row.shape)
+    return (grow, gfull) if swap else (gfull, grow)
+
+
+def _div_rows_backward(g, b, ctx, need_a: bool, need_b: bool):
+    """Both gradients of ``y = a / b`` for a row divisor ``b`` (``(x − μ) / σ``): ``g / b``
+    (into ``g`` when lent to this node alone) and ``−Σ (g / b) · y`` over the rows, in one
+    compiled pass; None when that does not apply."""
+    k = _KERNELS if _KERNELS is not None else _loops()
+    if not k:
+        return None
+    pair = _row_pair(g, b)
+    if pair is None:
+        return None
+    g2, r1 = pair
+    y = ctx.output() if need_b else None
+    if need_b and not _same_layout(y, g):
+        return None
+    in_place = _reusable(g, b)
+    ga = g if in_place else np.empty(g.shape, g.dtype)
+    if not need_b:
+        k.div_row_(g2, r1) if in_place else k.div_row(g2, r1, ga.reshape(g2.shape))
+        return ga, None
+    y2 = y.reshape(g2.shape)
+    gb = k.div_row_and_sum_(g2, r1, y2) if in_place else \
+        k.div_row_and_sum(g2, r1, y2, ga.reshape(g2.shape))
+    return (ga if need_a else None), np.negative(gb).astype(g.dtype).reshape(b.shape)
+
+
+def _double_times_row(a, g):
+    """``(a + a) · g`` (the gradient of ``a ** 2``) when ``g`` is a broadcast row (a mean's
+    gradient) of ``a``'s shape, by one compiled loop; else None."""
+    k = _KERNELS if _KERNELS is not None else _loops()
+    if not k:
+        return None
+    row = _row_of(g, a.shape)
+    if row is None:
+        return None
+    pair = _row_pair(a, row)
+    if pair is None:
+        return None
+    a2, r1 = pair
+    out = np.empty(a.shape, a.dtype)
+    k.double_mul_row(a2, r1, out if a2 is a else out.reshape(a2.shape))
+    return out
+
+
 def _reusable(g, other) -> bool:
     """True when the result of ``g (op) other`` may be written into ``g``, the gradient that
     arrived at this node: an array the engine made for this node alone (fresh, writeable,
@@ -423,6 +575,10 @@ class Add(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
+        if type(a) is np.ndarray and a.size >= _LARGE:  # (a row of a: a compiled loop)
+            out = _rowwise("add_row", a, b)
+            if out is not None:
+                return out
         return a + b
 
     @staticmethod
@@ -441,6 +597,10 @@ class Sub(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
+        if type(a) is np.ndarray and a.size >= _LARGE:  # (a row of a: a compiled loop)
+            out = _rowwise("sub_row", a, b)
+            if out is not None:
+                return out
         return a - b
 
     @staticmethod
@@ -463,6 +623,10 @@ class Mul(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
+        if type(a) is np.ndarray and a.size >= _LARGE:  # (a row of a: a compiled loop)
+            out = _rowwise("mul_row", a, b)
+            if out is not None:
+                return out
         return a * b
 
     @staticmethod
@@ -471,6 +635,9 @@ class Mul(Primitive):
         need_a, need_b = ctx.needs_input_grad
         if not _large(g):
             return (g * b if need_a else None), (g * a if need_b else None)
+        both = _mul_rows_backward(g, a, b, need_a, need_b)  # a row factor: a compiled loop
+        if both is not None:
+            return both
         # large arrays: d/db summed down to b's shape at once (no product in memory), then
         # g * b written into g itself when the engine lent g to this node alone
         gb = _sum_product(g, a, ctx, 1) if need_b else None
@@ -490,6 +657,10 @@ class Div(Primitive):
 
     @staticmethod
     def forward(ctx, a, b):
+        if type(a) is np.ndarray and a.size >= _LARGE:  # (a row of a: a compiled loop)
+            out = _rowwise("div_row", a, b)
+            if out is not None:
+                return out
         return a / b
 
     @staticmethod
@@ -503,6 +674,10 @@ class Div(Primitive):
         # g / b written into g when the engine lent g to this node alone (large arrays), and
         # d/db summed down to b's shape before it is negated (without the full product in
         # memory, for large arrays)
+        if _large(g):  # a row divisor (σ): a compiled loop makes both in one pass
+            both = _div_rows_backward(g, b, ctx, need_a, need_b)
+            if both is not None:
+                return both
         ga = np.divide(g, b, out=g) if _large(g) and _reusable(g, b) else g / b
         gb = None
         if need_b:
@@ -550,8 +725,10 @@ class Pow(Primitive):
                 if b == 0:  # a ** 0 is constant; a ** -1 would make 0 * inf = nan at a = 0
                     ga = g * 0.0
                 elif b == 2 and type(a) is np.ndarray:
-                    ga = a + a  # (2a exactly: doubling before the product rounds alike)
-                    ga *= g
+                    ga = _double_times_row(a, g) if a.size >= _LARGE else None
+                    if ga is None:
+                        ga = a + a  # (2a exactly: doubling before the product rounds alike)
+                        ga *= g
                 else:
                     ga = g * a if b == 2 else g * a ** (b - 1)
                     ga = _scale(ga, b)
@@ -685,28 +862,49 @@ class ReLU(Primitive):
 
     @staticmethod
     def backward(ctx, g):
-        keep = _data(ctx.output()) > 0
+        y = _data(ctx.output())
+        if _large(g):
+            ga = _relu_grad_loop(g, y)  # a compiled loop: one pass
+            if ga is not None:
+                return (ga,)
+        drop = y <= 0  # (not ``y > 0``: where the output is nan the gradient flows, as torch)
         if type(g) is np.ndarray:
-            return (_kept(g, keep),)
-        return (_where0(~keep, g),)
+            return (_kept(g, drop),)
+        return (_where0(drop, g),)
 
 
 _UINTS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def _kept(g, keep):
-    """``g`` where ``keep`` (a bool array of its shape), +0 elsewhere, as torch's
-    ``threshold_backward``: a nan or a negative gradient where nothing flows back gives 0,
-    not the nan or -0 of ``g * keep``. The bits of ``g`` are cleared where ``keep`` is False
+def _kept(g, drop):
+    """``g`` where ``drop`` (a bool array of its shape) is False, +0 where it is True, as
+    torch's ``threshold_backward``: a nan or a negative gradient where nothing flows back
+    gives 0, not the nan or -0 of ``g * mask``. The bits of ``g`` are cleared where ``drop``
     (three times faster than ``np.where`` on large arrays; on small ones ``np.where``)."""
     uint = _UINTS.get(g.itemsize)
     if g.size < _LARGE or uint is None or g.dtype.kind != "f":
-        return np.where(keep, g, _const(0, g.dtype))
+        return np.where(drop, _const(0, g.dtype), g)
     out = np.empty_like(g)  # (a new array of g's dtype, which the engine may then own)
     mask = out.view(uint)
-    np.copyto(mask, keep)
-    np.negative(mask, out=mask)  # 1 -> all bits set, 0 -> none
+    np.copyto(mask, drop)
+    np.subtract(mask, 1, out=mask)  # 1 -> none of the bits set, 0 -> all of them
     np.bitwise_and(g.view(uint), mask, out=mask)
+    return out
+
+
+def _relu_grad_loop(g, y):
+    """ReLU's gradient (``_kept(g, y <= 0)``) by one compiled loop, into ``g`` itself when
+    the engine lent it to this node alone; None when the loops are not there or the arrays
+    are not contiguous float32/float64 arrays of one dtype."""
+    k = _KERNELS if _KERNELS is not None else _loops()
+    if not k or type(y) is not np.ndarray or y.dtype is not g.dtype \
+            or g.dtype.char not in "fd" or not (g.flags.c_contiguous and y.flags.c_contiguous):
+        return None
+    if _reusable(g, y):
+        k.relu_grad_(g.reshape(-1), y.reshape(-1))
+        return g
+    out = np.empty(g.shape, g.dtype)
+    k.relu_grad(g.reshape(-1), y.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -1054,7 +1252,7 @@ class Linear(Primitive):
         # (ndarray.dot is matmul for a matrix operand, with less overhead per call than @ or
         # np.dot, which passes through a Python dispatcher first)
         out = x.dot(w.T) if x.ndim <= 2 else x @ w.T
-        if b is not None:
+        if b is not None and (out.size < _LARGE or _rowwise("add_row", out, b, True) is None):
             out += b
         return out
 

@@ -62,6 +62,15 @@ def _class_targets(target, n: int, c: int) -> np.ndarray:
     return t
 
 
+def _row_max(a: np.ndarray) -> np.ndarray:
+    """``a.max(axis=1, keepdims=True)`` of an (N, C) array; for a few classes (C < 64) over
+    a transposed copy, whose rows NumPy reduces in long runs (2.3 µs instead of 6.7 for
+    128×10: a reduction along short rows pays per row). Maxima are exact either way."""
+    if a.shape[1] >= 64 or a.shape[0] < 2:
+        return a.max(axis=1, keepdims=True)
+    return np.ascontiguousarray(a.T).max(axis=0)[:, None]
+
+
 class CrossEntropy(Primitive):
     """Softmax cross-entropy of logits (N, C) and class indices (N,), one fused node.
 
@@ -73,8 +82,8 @@ class CrossEntropy(Primitive):
 
     @staticmethod
     def forward(ctx, logits, target, reduction="mean"):
-        n = logits.shape[0]
-        z = logits - logits.max(axis=1, keepdims=True)
+        n, c = logits.shape
+        z = logits - _row_max(logits)
         e = np.exp(z)
         s = e.sum(axis=1, keepdims=True)
         rows = np.arange(n)
@@ -82,10 +91,10 @@ class CrossEntropy(Primitive):
         ctx.target = target
         ctx.reduction = reduction
         ctx.save_for_backward(e / s)
-        if reduction == "mean":
-            return np.asarray(nll.mean(), dtype=logits.dtype)
+        if reduction == "mean":  # (Σ / n in the logits' dtype: what nll.mean() gives)
+            return np.asarray(np.add.reduce(nll) / n, dtype=logits.dtype)
         if reduction == "sum":
-            return np.asarray(nll.sum(), dtype=logits.dtype)
+            return np.asarray(np.add.reduce(nll), dtype=logits.dtype)
         return nll
 
     @staticmethod
@@ -96,8 +105,6 @@ class CrossEntropy(Primitive):
             p = logits.softmax(1)
         else:
             (p,) = ctx.saved_tensors
-        onehot = np.zeros(p.shape, dtype=p.dtype)
-        onehot[np.arange(p.shape[0]), t] = 1.0
         n = p.shape[0]
         if ctx.reduction == "mean":
             scale = g * (1.0 / n)
@@ -105,7 +112,14 @@ class CrossEntropy(Primitive):
             scale = g
         else:
             scale = g.reshape((n, 1))
-        return ((p - onehot) * scale,)
+        if ctx._graph_mode:
+            onehot = np.zeros(p.shape, dtype=p.dtype)
+            onehot[np.arange(n), t] = 1.0
+            return ((p - onehot) * scale,)
+        d = p.copy()  # p − onehot: 1 taken off each row's target (the rest is p itself)
+        d[np.arange(n), t] -= 1.0
+        d *= scale
+        return (d,)
 
 
 def cross_entropy(logits: Tensor, target, reduction: str = "mean") -> Tensor:

@@ -174,8 +174,8 @@ def stat_array(t) -> np.ndarray | None:
 def running_value(arr: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
     """The new running statistic ``momentum·batch + (1 − momentum)·arr`` (torch's formula,
     in float64 and rounded once to ``arr``'s dtype, as torch's CPU kernel); not written."""
-    new = momentum * np.asarray(batch, dtype=np.float64) + (1.0 - momentum) * \
-        arr.astype(np.float64)
+    new = np.multiply(batch, momentum, dtype=np.float64)
+    new += np.multiply(arr, 1.0 - momentum, dtype=np.float64)
     return new.astype(arr.dtype)
 
 

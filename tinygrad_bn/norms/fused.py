@@ -47,12 +47,11 @@ on purpose — are in ``batch_norm.py`` and the other family files, tested equal
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 
 import numpy as np
 
 from .._commit import commit
+from .._jit import kernels_wanted
 from . import _threads
 from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                      check_layer_norm, compute_dtype, instance_running, rms_eps,
@@ -598,13 +597,6 @@ def _blocked_backward(plan: _Plan, need, xh, rstd, w, gv):
 # pool; block boundaries depend only on the shape and partial sums are added in block order,
 # so results do not depend on the number of threads.
 
-def _kernels_wanted() -> bool:
-    """numba is installed and ``TINYGRAD_BN_KERNELS`` does not say ``numpy``."""
-    if os.environ.get("TINYGRAD_BN_KERNELS", "").strip().lower() == "numpy":
-        return False
-    return importlib.util.find_spec("numba") is not None
-
-
 def _load_kernels():
     """The kernel module, imported on first use; None (and the NumPy kernels from then on)
     when numba fails to import."""
@@ -622,7 +614,7 @@ def _load_kernels():
 
 
 _KERNELS = None
-_USE_KERNELS = _kernels_wanted()
+_USE_KERNELS = kernels_wanted()
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

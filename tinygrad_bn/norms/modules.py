@@ -15,7 +15,7 @@ import numpy as np
 from ..core.tensor import Tensor
 from ..nn.module import Module, Parameter
 from . import registry
-from .._commit import commit
+from .._commit import interrupts_held
 from .checks import check_writable
 
 
@@ -105,25 +105,20 @@ class ChannelNormLayer(NormLayer):
 
     def _call_updating(self, x: Tensor, batch_stats: bool, factor, count: bool) -> Tensor:
         """Call the norm; running statistics (and ``num_batches_tracked`` when ``count``) are
-        updated together after the call succeeded, or not at all (Principle 2): the norm
-        updates copies (C values each), which are written back in one ``commit``."""
+        updated together after the call succeeded, or not at all (Principle 2): everything
+        that could fail is checked first, the norm writes its statistics as its last step,
+        and Ctrl-C is held from before the norm until the count is written."""
         rm, rv = self.running_mean, self.running_var
         name = type(self).__name__
-        updates = batch_stats and rm is not None
-        pairs = []
-        if updates:
+        if batch_stats and rm is not None:
             check_writable(name, running_mean=rm, running_var=rv)
-            new_rm, new_rv = rm.data.copy(), rv.data.copy()
-            pairs = [(rm.data, new_rm), (rv.data, new_rv)]
-        else:
-            new_rm, new_rv = rm, rv
+        nbt = self.num_batches_tracked if count else None
         if count:
-            nbt = self.num_batches_tracked
             check_writable(name, num_batches_tracked=nbt)
-            pairs.append((nbt.data, nbt.data + 1))
-        y = self._norm(x, new_rm, new_rv, self.weight, self.bias, batch_stats, factor,
-                       self.eps)
-        commit(*pairs)
+        with interrupts_held():
+            y = self._norm(x, rm, rv, self.weight, self.bias, batch_stats, factor, self.eps)
+            if count:
+                nbt.data += 1
         return y
 
     def reset_running_stats(self) -> None:

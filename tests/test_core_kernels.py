@@ -1,0 +1,287 @@
+"""The engine's compiled loops (``core/_kernels.py``, the ``fast`` extra) against the NumPy
+lines beside them in ``core/ops.py``: every elementwise loop bit for bit (nan, infinities,
+-0, subnormals, division by 0), the sums of products within float rounding of the exact
+sums, the in-place variants, the cases that stay on NumPy (small, mixed dtypes, non-contiguous,
+not a row), and whole graphs (composed BatchNorm, LayerNorm, a ReLU network with
+cross-entropy) with the loops on and off, checking that the loops did run."""
+import math
+import operator
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_bn as tg
+from tinygrad_bn import Tensor
+from tinygrad_bn.core import ops
+from tinygrad_bn.nn import functional as F
+
+from conftest import STRICT
+
+FLOATS = [np.float32, np.float64]
+EDGES = [np.nan, np.inf, -np.inf, -0.0, 0.0, 5e-324, 1e-45, -1e-40, 1.0, -1.0]
+
+
+@pytest.fixture
+def loops(monkeypatch):
+    """The compiled loops, switched on, with a count of the calls of each."""
+    monkeypatch.setattr(ops, "_KERNELS", None)
+    k = ops._loops()
+    if k is None:
+        if STRICT:
+            pytest.fail("numba (the fast extra) is required when TINYGRAD_BN_STRICT=1",
+                        pytrace=False)
+        pytest.skip("numba is not installed")
+    calls = Counter()
+    for name in [n for n in dir(k) if not n.startswith("_") and callable(getattr(k, n))
+                 and n not in ("numba", "available")]:
+        real = getattr(k, name)
+
+        def counted(*args, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*args)
+        monkeypatch.setattr(k, name, counted)
+    return calls
+
+
+@pytest.fixture
+def numpy_only(monkeypatch):
+    monkeypatch.setattr(ops, "_KERNELS", False)
+
+
+def _values(rng, shape, dtype, edges: bool):
+    a = rng.standard_normal(shape).astype(dtype)
+    if edges and a.size:
+        flat = a.reshape(-1)
+        for v in EDGES:
+            flat[rng.integers(0, a.size, max(1, a.size // 20))] = v
+    return a
+
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def _same_bits(got, want):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+shapes = st.sampled_from([(1, 7), (3, 1), (5, 8), (33, 17), (128, 64), (2, 3, 40)])
+
+
+# ------------------------------------------------------------------- the loops themselves
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(FLOATS), shapes, st.booleans(), st.integers(0, 2**31))
+def test_each_row_loop_is_numpy_bit_for_bit(dtype, shape, edges, seed):
+    """a ± × ÷ row, (a + a) × row, in a new array and in place, as NumPy's broadcasting
+    computes them: the same bits, nan, infinities, -0, subnormals and x / 0 included."""
+    k = ops._loops()
+    if k is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(seed)
+    a = _values(rng, shape, dtype, edges).reshape(-1, shape[-1])
+    r = _values(rng, shape[-1:], dtype, edges)
+    with np.errstate(all="ignore"):
+        for name, want in (("add_row", a + r), ("sub_row", a - r), ("mul_row", a * r),
+                           ("div_row", a / r), ("double_mul_row", (a + a) * r)):
+            out = np.full_like(a, 7.0)
+            getattr(k, name)(a, r, out)
+            _same_bits(out, want)
+            if hasattr(k, name + "_"):
+                b = a.copy()
+                getattr(k, name + "_")(b, r)
+                _same_bits(b, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(FLOATS), shapes, st.integers(0, 2**31))
+def test_the_product_and_sum_loops(dtype, shape, seed):
+    """``g·r`` and ``g/r`` come out bit for bit; the column sums of products (float64) are
+    within float64 rounding of the exact sums (accumulated here in extended steps)."""
+    k = ops._loops()
+    if k is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(seed)
+    g, a = (_values(rng, shape, dtype, False).reshape(-1, shape[-1]) for _ in range(2))
+    r = _values(rng, shape[-1:], dtype, False) + dtype(3)  # (away from 0: a finite quotient)
+    m = g.shape[0]
+
+    def close(got, terms):
+        exact = [math.fsum(col) for col in terms.T]  # (float64 products are exact)
+        bound = (m + 1) * np.finfo(np.float64).eps * np.abs(terms).sum(axis=0)
+        assert got.dtype == np.float64
+        assert np.all(np.abs(got - exact) <= bound + 1e-300)
+
+    wide = a.astype(np.float64)
+    close(k.row_sums_of_products(g, a), g.astype(np.float64) * wide)
+    # (×: out = g·r and Σ g·a; ÷: out = g/r and Σ (g/r)·a)
+    for name, first, summed in (("mul_row_and_sum", g * r, g), ("div_row_and_sum", g / r, g / r)):
+        terms = summed.astype(np.float64) * wide
+        out = np.empty_like(g)
+        gg = g.copy()
+        close(getattr(k, name)(gg, r, a, out), terms)
+        _same_bits(out, first)
+        _same_bits(gg, g)  # (read, not written)
+        close(getattr(k, name + "_")(gg, r, a), terms)
+        _same_bits(gg, first)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_the_relu_loop_is_torchs_threshold_backward(dtype):
+    k = ops._loops()
+    if k is None:
+        pytest.skip("numba is not installed")
+    y = np.array([np.nan, -1.0, -0.0, 0.0, 2.0, np.inf, 1e-45, -np.inf] * 3, dtype)
+    g = np.array([5.0, np.nan, -3.0, np.inf, -2.0, np.nan, -0.0, 1.0] * 3, dtype)
+    want = np.where(y <= 0, dtype(0), g)  # nan output: the gradient flows (as torch)
+    out = np.empty_like(g)
+    k.relu_grad(g, y, out)
+    _same_bits(out, want)
+    gg = g.copy()
+    k.relu_grad_(gg, y)
+    _same_bits(gg, want)
+
+
+# -------------------------------------------------------------- the ops that call them
+def _binary_case(rng, dtype, shape, row_shape):
+    a = _values(rng, shape, dtype, True)
+    r = _values(rng, row_shape, dtype, True)
+    return a, r
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+@pytest.mark.parametrize("row_shape", [(256,), (1, 256), (1, 1, 256)])
+def test_forward_of_a_large_array_and_a_row(loops, op, row_shape):
+    rng = np.random.default_rng(1)
+    for dtype in FLOATS:
+        a, r = _binary_case(rng, dtype, (4, 32, 256), row_shape)
+        fn = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}[op]
+        with np.errstate(all="ignore"):
+            want = fn(a, r)
+            got = fn(Tensor(a, requires_grad=True), Tensor(r, requires_grad=True))
+        _same_bits(got.data, want)
+    assert sum(loops.values()) == 2
+
+
+@pytest.mark.parametrize("case", ["small", "not contiguous", "not a row", "row first",
+                                  "float16"])
+def test_what_stays_on_numpy(loops, case):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((128, 256)).astype(np.float32)
+    r = rng.standard_normal(256).astype(np.float32)
+    if case == "small":
+        a = a[:8].copy()
+    elif case == "not contiguous":
+        a = np.asfortranarray(a)
+    elif case == "not a row":
+        r = rng.standard_normal((128, 1)).astype(np.float32)
+    elif case == "float16":
+        a, r = a.astype(np.float16), r.astype(np.float16)
+    x, w = Tensor(a, requires_grad=True), Tensor(r, requires_grad=True)
+    got = (w - x) if case == "row first" else (x - w)
+    np.testing.assert_array_equal(got.data, (r - a) if case == "row first" else (a - r))
+    assert loops["sub_row"] == 0
+
+
+def test_a_row_of_another_dtype_is_not_a_row():
+    """(Tensors promote first; a backward rule may meet two dtypes.)"""
+    a = np.ones((128, 256), np.float32)
+    assert ops._row_pair(a, np.ones(256, np.float64)) is None
+    assert ops._row_pair(a, np.ones(256, np.float32)) is not None
+
+
+def _graph(kind, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "batch_norm":
+        x = rng.standard_normal((64, 300)) * 3 + 1
+        params = [np.ones(300) * 1.5, np.zeros(300) + 0.25]
+        run = lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True)
+    elif kind == "layer_norm":
+        x = rng.standard_normal((64, 300))
+        params = [rng.standard_normal(300), rng.standard_normal(300)]
+        run = lambda x, w, b: F.layer_norm(x, (300,), w, b)
+    else:  # a ReLU network with a bias and cross-entropy
+        x = rng.standard_normal((128, 40))
+        params = [rng.standard_normal((200, 40)) * 0.3, rng.standard_normal(200),
+                  rng.standard_normal((10, 200)) * 0.3]
+        y = rng.integers(0, 10, 128)
+
+        def run(x, w1, b1, w2):
+            h = F.relu(F.linear(x, w1, b1))
+            return tg.nn.losses.cross_entropy(h @ w2.T, y)
+    tensors = [Tensor(v.astype(dtype), requires_grad=True) for v in [x] + params]
+    return run, tensors, rng
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm", "network"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_graphs_with_the_loops_match_numpy(loops, monkeypatch, kind, dtype):
+    """The same graph with the loops and without: the same forward bits, gradients equal
+    within float rounding (the loops sum in float64), and the loops did run. The gradient
+    a user passes comes out unchanged."""
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(ops, "_KERNELS", None if on else False)
+        run, ts, rng = _graph(kind, dtype)
+        out = run(*ts)
+        up = rng.standard_normal(out.shape).astype(dtype)
+        up.flags.writeable = bool(on)  # a read-only gradient, and a writable one
+        kept = up.copy()
+        out.backward(up if out.shape else None)
+        np.testing.assert_array_equal(up, kept)
+        results.append((out.data, [t.grad for t in ts]))
+        if on:
+            assert sum(loops.values()) >= {"batch_norm": 8, "layer_norm": 2, "network": 2}[kind]
+            loops.clear()
+    (y1, g1), (y0, g0) = results
+    _same_bits(y1, y0) if kind != "network" else np.testing.assert_allclose(y1, y0, rtol=1e-6)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(g1, g0):
+        scale = max(float(np.abs(b).max()), 1e-30)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
+
+
+def test_composed_batchnorm_runs_every_loop_it_can(loops):
+    """One composed BatchNorm forward+backward over (N, C): x − μ, ÷ σ, × γ, + β forward;
+    × γ and ÷ σ backward with their sums, the gradient of d² and the mean's broadcast
+    gradient added into x's in place."""
+    x = Tensor(np.random.default_rng(3).standard_normal((128, 256)).astype(np.float32),
+               requires_grad=True)
+    w = Tensor(np.ones(256, np.float32), requires_grad=True)
+    b = Tensor(np.zeros(256, np.float32), requires_grad=True)
+    F.batch_norm(x, None, None, w, b, training=True).backward(
+        np.ones((128, 256), np.float32))
+    for name in ("sub_row", "div_row", "mul_row", "add_row", "mul_row_and_sum",
+                 "div_row_and_sum_", "double_mul_row", "add_row_"):
+        assert loops[name] == 1, (name, loops)
+
+
+def test_relu_gradient_with_the_loop_matches_torch(loops, torch):
+    x = np.array([np.nan, -1.0, 0.0, 2.0, -0.0, np.inf] * 4000, np.float32)
+    up = np.array([5.0, np.nan, -3.0, -2.0, np.inf, 1.0] * 4000, np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(up))
+    t = Tensor(x, requires_grad=True)
+    t.relu().backward(up)
+    assert loops["relu_grad_"] + loops["relu_grad"] == 1
+    _same_bits(t.grad, tx.grad.numpy())
+
+
+def test_numpy_setting_keeps_numba_out():
+    """TINYGRAD_BN_KERNELS=numpy: the engine never imports its loops, nor numba."""
+    code = ("import sys, numpy as np, tinygrad_bn as tg\n"
+            "from tinygrad_bn.core import ops\n"
+            "x = tg.Tensor(np.ones((128, 256), np.float32), requires_grad=True)\n"
+            "(x - tg.Tensor(np.ones(256, np.float32))).relu().sum().backward()\n"
+            "print(ops._loops(), 'numba' in sys.modules)")
+    env = dict(os.environ, TINYGRAD_BN_KERNELS="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["None", "False"]
