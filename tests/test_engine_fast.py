@@ -675,3 +675,24 @@ def test_the_stepper_sees_the_incoming_gradients(reuse_everywhere):
     exact = data["exact"]["grads"]
     assert any(np.array_equal(v, np.full((4, 5), 3.0)) for v in exact.values())
     assert x.grad is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=4), st.data())
+def test_broadcast_view_is_numpys_broadcast_to(shape, data):
+    """``_broadcast_view`` (a large reduction's gradient spread back) gives the values,
+    shape and read-only flag of ``np.broadcast_to``, for kept and dropped leading axes,
+    and shares the memory of what it spreads."""
+    shape = tuple(shape)
+    # a source: some axes of ``shape`` set to 1, some leading ones dropped
+    ones = [data.draw(st.booleans()) for _ in shape]
+    src_shape = tuple(1 if o else n for o, n in zip(ones, shape))
+    src_shape = src_shape[data.draw(st.integers(0, len(src_shape))):]
+    a = (np.arange(math.prod(src_shape), dtype=np.float32) + 1).reshape(src_shape)
+    got = ops._broadcast_view(a, shape)
+    want = np.broadcast_to(a, shape)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert not got.flags.writeable and np.shares_memory(got, a)
+    bits = ops._broadcast_view(np.asfortranarray(np.ones((2, 1, 3))), (2, 4, 3))
+    np.testing.assert_array_equal(bits, np.ones((2, 4, 3)))  # (not C-contiguous: NumPy's)

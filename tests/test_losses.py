@@ -21,10 +21,11 @@ def _logits(rng, n=6, c=4, scale=2.0):
 
 # -- cross_entropy --------------------------------------------------------------------------
 
+@pytest.mark.parametrize("classes", [4, 100])  # (a few classes: worked on transposed)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_value_and_gradient_match_torch(torch, rng, reduction):
-    z = _logits(rng)
-    t = rng.integers(0, 4, 6)
+def test_cross_entropy_value_and_gradient_match_torch(torch, rng, reduction, classes):
+    z = _logits(rng, n=70, c=classes)
+    t = rng.integers(0, classes, 70)
     x = Tensor(z, requires_grad=True)
     loss = F.cross_entropy(x, t, reduction=reduction)
     tx = torch.tensor(z, requires_grad=True)
