@@ -108,17 +108,15 @@ class ChannelNormLayer(NormLayer):
         updated together after the call succeeded, or not at all (Principle 2): everything
         that could fail is checked first, the norm writes its statistics as its last step,
         and Ctrl-C is held from before the norm until the count is written."""
-        rm, rv = self.running_mean, self.running_var
-        name = type(self).__name__
-        if batch_stats and rm is not None:
-            check_writable(name, running_mean=rm, running_var=rv)
         nbt = self.num_batches_tracked if count else None
-        if count:
-            check_writable(name, num_batches_tracked=nbt)
+        if count:  # (the norm checks that it can write the running statistics)
+            check_writable(type(self).__name__, num_batches_tracked=nbt)
         with interrupts_held():
-            y = self._norm(x, rm, rv, self.weight, self.bias, batch_stats, factor, self.eps)
+            y = self._norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           batch_stats, factor, self.eps)
             if count:
-                nbt.data += 1
+                n = nbt.data
+                n[()] = n[()] + 1  # (a 0-d array: 8 times faster than n += 1)
         return y
 
     def reset_running_stats(self) -> None:
