@@ -263,6 +263,15 @@ def test_composed_batchnorm_runs_every_loop_it_can(loops):
         assert loops[name] == 1, (name, loops)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_the_relu_forward_loop_is_the_numpy_path(loops, monkeypatch, dtype):
+    x = _values(np.random.default_rng(4), (40, 500), dtype, True)
+    got = ops.ReLU.forward(None, x)
+    assert loops["relu"] == 1
+    monkeypatch.setattr(ops, "_KERNELS", False)
+    _same_bits(got, ops.ReLU.forward(None, x))
+
+
 def test_relu_gradient_with_the_loop_matches_torch(loops, torch):
     x = np.array([np.nan, -1.0, 0.0, 2.0, -0.0, np.inf] * 4000, np.float32)
     up = np.array([5.0, np.nan, -3.0, -2.0, np.inf, 1.0] * 4000, np.float32)
@@ -285,3 +294,14 @@ def test_numpy_setting_keeps_numba_out():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["None", "False"]
+
+
+def test_big_endian_arrays_stay_on_numpy(loops):
+    """The loops take native float32/float64 only; other byte orders go through NumPy
+    (Tensors store native arrays; a primitive may still be handed another byte order)."""
+    a = np.arange(128 * 256, dtype=">f4").reshape(128, 256)
+    r = np.arange(256, dtype=">f4")
+    assert ops._row_pair(a, r) is None
+    np.testing.assert_array_equal(ops.Sub.forward(None, a, r), a - r)
+    assert ops._relu_grad_loop(a.reshape(-1).copy(), a.reshape(-1)) is None
+    assert sum(loops.values()) == 0

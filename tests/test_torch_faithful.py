@@ -787,6 +787,18 @@ def test_comparisons_promote_like_torch(torch, op, a, b):
     np.testing.assert_array_equal(fn(Tensor(b), Tensor(a)).data, swapped)
 
 
+@pytest.mark.parametrize("size", [1, 4000])  # (4000 repeats: the large path)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_relu_keeps_minus_zero_and_nan_as_torch(torch, dtype, size):
+    """torch's relu is ``a < 0 ? 0 : a``: -0 stays -0 (``np.maximum`` gives +0), nan stays
+    nan, -inf and negative subnormals give +0."""
+    x = np.array([-0.0, 0.0, np.nan, -1.0, 2.0, np.inf, -np.inf, 1e-45, -1e-45] * size, dtype)
+    want = torch.relu(torch.from_numpy(x)).numpy()
+    got = Tensor(x, requires_grad=True).relu().data
+    bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.itemsize]
+    np.testing.assert_array_equal(got.view(bits), want.view(bits))
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_relu_gradient_is_zero_where_nothing_flows_back_whatever_arrives(torch, dtype):
     """torch's threshold_backward: where the output is 0, the gradient is +0 even for a nan,

@@ -324,6 +324,7 @@ def _large(g) -> bool:
 # NumPy's broadcasting, and a few backward rules make their two results in one pass. Each
 # call site keeps the NumPy line it replaces, and tests hold the two to the same results.
 _KERNELS = None  # the module ``_kernels`` once imported; False: NumPy only (see _loops)
+_LOOP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order only
 
 
 def _loops():
@@ -346,8 +347,8 @@ def _row_pair(a, r):
     """``(a2, r1)``: ``a`` as a C-contiguous (M, C) array and ``r`` as its contiguous (C,)
     row, when ``r`` broadcasts along the rows of ``a`` (shape (..., 1, C) against
     (..., C), every axis of ``r`` but the last of size 1) and both are float32 or both
-    float64; else None. ``a`` has at least ``_LARGE`` elements."""
-    if type(r) is not np.ndarray or r.dtype is not a.dtype or a.dtype.char not in "fd" \
+    float64 in native byte order; else None."""
+    if type(r) is not np.ndarray or r.dtype is not a.dtype or a.dtype not in _LOOP_DTYPES \
             or not a.flags.c_contiguous or not a.ndim:
         return None
     c = a.shape[-1]
@@ -862,7 +863,10 @@ class Sigmoid(Primitive):
 
 
 class ReLU(Primitive):
-    """``y = max(a, 0)``; dy/da = 1 where a > 0, else 0 (0 at a = 0, as torch)."""
+    """``y = max(a, 0)``; dy/da = 1 where a > 0, else 0 (0 at a = 0, as torch).
+
+    As torch's ``a < 0 ? 0 : a``: nan stays nan and -0 stays -0 (``np.maximum`` alone
+    would give +0)."""
 
     save_output = True
 
@@ -870,7 +874,16 @@ class ReLU(Primitive):
     def forward(ctx, a):
         if a.dtype == np.bool_:
             raise RuntimeError("Boolean inputs not supported for relu")
-        return np.maximum(a, 0)
+        if a.size >= _LARGE:
+            out = _relu_loop(a)  # a compiled loop: one pass (np.maximum is slow here)
+            if out is not None:
+                return out
+        out = np.maximum(a, 0)
+        if a.dtype.kind == "f" and a.ndim:
+            zero = a == 0
+            if zero.any():
+                out = np.where(zero, a, out)  # (the zeros as they came: -0 included)
+        return out
 
     @staticmethod
     def backward(ctx, g):
@@ -904,13 +917,24 @@ def _kept(g, drop):
     return out
 
 
+def _relu_loop(a):
+    """``ReLU.forward`` by one compiled loop for a contiguous float32/float64 array; None
+    when the loops are not there or the array is another kind."""
+    k = _KERNELS if _KERNELS is not None else _loops()
+    if not k or a.dtype not in _LOOP_DTYPES or not a.flags.c_contiguous:
+        return None
+    out = np.empty(a.shape, a.dtype)
+    k.relu(a.reshape(-1), out.reshape(-1))
+    return out
+
+
 def _relu_grad_loop(g, y):
     """ReLU's gradient (``_kept(g, y <= 0)``) by one compiled loop, into ``g`` itself when
     the engine lent it to this node alone; None when the loops are not there or the arrays
     are not contiguous float32/float64 arrays of one dtype."""
     k = _KERNELS if _KERNELS is not None else _loops()
     if not k or type(y) is not np.ndarray or y.dtype is not g.dtype \
-            or g.dtype.char not in "fd" or not (g.flags.c_contiguous and y.flags.c_contiguous):
+            or g.dtype not in _LOOP_DTYPES or not (g.flags.c_contiguous and y.flags.c_contiguous):
         return None
     if _reusable(g, y):
         k.relu_grad_(g.reshape(-1), y.reshape(-1))
