@@ -145,10 +145,13 @@ def test_batchnorm_degrades_at_batch_two_where_groupnorm_holds(var_result):
 
 
 def test_both_placements_work(var_result):
+    """Both placements train; at quick size (one seed, 3 epochs) they are within 10 points
+    (seeds 0–5 put "before" 0.1 to 7.7 points above "after", 2.8 on average: a single run
+    is this noisy, and rounding in the last bit moves it within that range)."""
     for act, d in var_result.placement_acc.items():
         before, after = np.mean(d["before"]), np.mean(d["after"])
         assert before > 0.8 and after > 0.8, act
-        assert abs(before - after) < 0.05, act
+        assert abs(before - after) < 0.1, act
     assert "Part 7: " in variants.summary(var_result)
 
 
