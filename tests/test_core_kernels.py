@@ -305,3 +305,29 @@ def test_big_endian_arrays_stay_on_numpy(loops):
     np.testing.assert_array_equal(ops.Sub.forward(None, a, r), a - r)
     assert ops._relu_grad_loop(a.reshape(-1).copy(), a.reshape(-1)) is None
     assert sum(loops.values()) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(FLOATS), st.sampled_from(FLOATS), st.integers(1, 300),
+       st.sampled_from([0.0, 0.1, 1 / 3, 0.9, 1.0]), st.integers(0, 2**31))
+def test_the_running_statistic_loop_is_the_numpy_path(adtype, bdtype, c, momentum, seed):
+    """``running_value`` (BatchNorm's running statistics) by the loop and by NumPy: the same
+    bits for float32/float64 statistics and batch values, nan and infinities included."""
+    from tinygrad_bn.norms import checks
+
+    k = ops._loops()
+    if k is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(seed)
+    arr = _values(rng, (c,), adtype, True)
+    batch = _values(rng, (c,), bdtype, True)
+    got = k.momentum_average(arr, batch, momentum, 1.0 - momentum)
+    saved = ops._KERNELS
+    ops._KERNELS = False
+    try:
+        with np.errstate(all="ignore"):  # (inf · 0 for momentum 0 or 1)
+            want = checks.running_value(arr, batch, momentum)
+    finally:
+        ops._KERNELS = saved
+    _same_bits(got, want)
+    _same_bits(checks.running_value(arr, batch, momentum), want)  # (the loop, once loaded)

@@ -208,3 +208,13 @@ def relu_grad_(g, y):
     for i in range(g.shape[0]):
         if y[i] <= 0:
             g[i] = 0
+
+
+@_compiled
+def momentum_average(arr, batch, momentum, rest):
+    """``momentum · batch + rest · arr`` in float64 (rest = 1 − momentum), rounded once to
+    ``arr``'s dtype: a running statistic's new value, torch's formula. 1-d arrays."""
+    out = np.empty_like(arr)
+    for i in range(arr.shape[0]):
+        out[i] = momentum * np.float64(batch[i]) + rest * np.float64(arr[i])
+    return out

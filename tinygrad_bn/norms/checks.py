@@ -32,6 +32,7 @@ import numbers
 
 import numpy as np
 
+from ..core import ops as _ops
 from ..core.tensor import Tensor
 
 
@@ -173,7 +174,13 @@ def stat_array(t) -> np.ndarray | None:
 
 def running_value(arr: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
     """The new running statistic ``momentum·batch + (1 − momentum)·arr`` (torch's formula,
-    in float64 and rounded once to ``arr``'s dtype, as torch's CPU kernel); not written."""
+    in float64 and rounded once to ``arr``'s dtype, as torch's CPU kernel); not written.
+    Once the engine has loaded its compiled loops, one of them (the same bits; a fifth of
+    the time of these four NumPy calls on C values)."""
+    k = _ops._KERNELS
+    if k and type(batch) is np.ndarray and batch.shape == arr.shape and arr.ndim == 1 \
+            and arr.dtype in _ops._LOOP_DTYPES and batch.dtype in _ops._LOOP_DTYPES:
+        return k.momentum_average(arr, batch, float(momentum), 1.0 - momentum)
     new = np.multiply(batch, momentum, dtype=np.float64)
     new += np.multiply(arr, 1.0 - momentum, dtype=np.float64)
     return new.astype(arr.dtype)
