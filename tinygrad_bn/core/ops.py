@@ -444,11 +444,16 @@ def _div_rows_backward(g, b, ctx, need_a: bool, need_b: bool):
     in_place = _reusable(g, b)
     ga = g if in_place else np.empty(g.shape, g.dtype)
     if not need_b:
-        k.div_row_(g2, r1) if in_place else k.div_row(g2, r1, ga.reshape(g2.shape))
+        if in_place:
+            k.div_row_(g2, r1)
+        else:
+            k.div_row(g2, r1, ga.reshape(g2.shape))
         return ga, None
     y2 = y.reshape(g2.shape)
-    gb = k.div_row_and_sum_(g2, r1, y2) if in_place else \
-        k.div_row_and_sum(g2, r1, y2, ga.reshape(g2.shape))
+    if in_place:
+        gb = k.div_row_and_sum_(g2, r1, y2)
+    else:
+        gb = k.div_row_and_sum(g2, r1, y2, ga.reshape(g2.shape))
     return (ga if need_a else None), np.negative(gb).astype(g.dtype).reshape(b.shape)
 
 
@@ -684,13 +689,13 @@ class Div(Primitive):
             ga = g / b
             gb = _scale(ga * ctx.output(), -1.0) if need_b else None
             return (ga if need_a else None), gb
-        # g / b written into g when the engine lent g to this node alone (large arrays), and
-        # d/db summed down to b's shape before it is negated (without the full product in
-        # memory, for large arrays)
         if _large(g):  # a row divisor (σ): a compiled loop makes both in one pass
             both = _div_rows_backward(g, b, ctx, need_a, need_b)
             if both is not None:
                 return both
+        # g / b written into g when the engine lent g to this node alone (large arrays), and
+        # d/db summed down to b's shape before it is negated (without the full product in
+        # memory, for large arrays)
         ga = np.divide(g, b, out=g) if _large(g) and _reusable(g, b) else g / b
         gb = None
         if need_b:
