@@ -284,16 +284,19 @@ def test_relu_gradient_with_the_loop_matches_torch(loops, torch):
 
 
 def test_numpy_setting_keeps_numba_out():
-    """TINYGRAD_BN_KERNELS=numpy: the engine never imports its loops, nor numba."""
+    """TINYGRAD_BN_KERNELS=numpy (``_jit.kernels_wanted``, the one switch): neither the fused
+    norms nor the engine load their compiled loops, and numba is not even imported."""
     code = ("import sys, numpy as np, tinygrad_bn as tg\n"
             "from tinygrad_bn.core import ops\n"
+            "from tinygrad_bn.norms import fused\n"
+            "fused.batch_norm(tg.Tensor(np.ones((4, 3))), None, None, training=True)\n"
             "x = tg.Tensor(np.ones((128, 256), np.float32), requires_grad=True)\n"
             "(x - tg.Tensor(np.ones(256, np.float32))).relu().sum().backward()\n"
-            "print(ops._loops(), 'numba' in sys.modules)")
+            "print(fused._USE_KERNELS, ops._loops(), 'numba' in sys.modules)")
     env = dict(os.environ, TINYGRAD_BN_KERNELS="numpy")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
-    assert out == ["None", "False"]
+    assert out == ["False", "None", "False"]
 
 
 def test_big_endian_arrays_stay_on_numpy(loops):

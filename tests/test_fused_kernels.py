@@ -317,22 +317,6 @@ def test_cases_that_stay_on_the_numpy_path(kernels, monkeypatch):
     assert not called
 
 
-def test_the_environment_can_turn_the_kernels_off():
-    """TINYGRAD_BN_KERNELS=numpy keeps the NumPy kernels, and numba is not even imported."""
-    import os
-    import subprocess
-    import sys
-    code = ("import sys, tinygrad_bn\nfrom tinygrad_bn.norms import fused\n"
-            "import numpy as np\n"
-            "y = fused.batch_norm(tinygrad_bn.Tensor(np.ones((4, 3))), None, None,"
-            " training=True)\n"
-            "print(fused._USE_KERNELS, 'numba' in sys.modules)")
-    env = dict(os.environ, TINYGRAD_BN_KERNELS="numpy")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert out == ["False", "False"]
-
-
 def test_peak_memory_of_a_large_batch_norm(kernels):
     """A (2048, 256) BatchNorm forward+backward allocates the output and dx, which becomes
     x.grad without a copy: about 2x the input at the peak (the NumPy kernels also keep x̂)."""

@@ -11,6 +11,12 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import numpy as np
+
+# what the compiled loops take: float32 and float64 in native byte order (an equality test,
+# so ">f4" is not among them)
+LOOP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def kernels_wanted() -> bool:
     """numba is installed and ``TINYGRAD_BN_KERNELS`` does not say ``numpy``."""

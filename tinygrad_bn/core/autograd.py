@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from .node import FREED, Function, Hooks, _grad_mode
-from .ops import _LARGE, _const, _row_of, _rowwise, unbroadcast  # (unbroadcast: the one
-# reduction of broadcast gradients; ops use it too)
+from .ops import _add_row_into, _const, unbroadcast  # (unbroadcast: the one reduction of
+# broadcast gradients; ops use it too)
 from .tensor import Tensor
 
 _wrap = Tensor._wrap
@@ -374,11 +374,8 @@ def _sum_into(prev, g):
     writeable, same shape and dtype); Tensors (graph mode) are added out of place."""
     if type(prev) is np.ndarray and prev.base is None and prev.shape == g.shape \
             and prev.dtype is g.dtype and prev.flags.writeable:
-        if prev.size >= _LARGE:  # a mean's gradient, a broadcast row: a compiled loop
-            row = _row_of(g, prev.shape)
-            if row is not None and _rowwise("add_row", prev, row, True) is not None:
-                return prev
-        prev += g
+        if not _add_row_into(prev, g):  # (a mean's gradient, a broadcast row: a loop)
+            prev += g
         return prev
     return prev + g
 

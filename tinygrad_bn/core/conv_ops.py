@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .ops import Primitive, Scatter, _expand, _is_tensor
+from .tensor import compute_dtype
 
 
 class LayerInputError(ValueError, RuntimeError):
@@ -214,11 +215,6 @@ def _check_spatial(x, nd: int, fn: str, what: str) -> bool:
     raise LayerInputError(
         f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {fn}, but got "
         f"input of shape {x.shape} ({what})")
-
-
-def _compute_dtype(dtype):
-    """float16 is computed in float32 (torch's accumulation type on the CPU)."""
-    return np.float32 if dtype == np.float16 else dtype
 
 
 def _prod(t: tuple) -> int:
@@ -510,7 +506,7 @@ class ConvNd(Primitive):
         geo, label = conv_geometry(x, w, stride, padding, dilation, groups, nd, fn)
         _check_conv_dtypes(x, w, b, fn)
         ctx.geo, ctx.groups, ctx.batched, ctx.padding = geo, int(groups), batched, label
-        cd = _compute_dtype(x.dtype)
+        cd = compute_dtype(x.dtype)
         y = _conv_array(_batch(x, batched).astype(cd, copy=False), w.astype(cd, copy=False),
                         None if b is None else b.astype(cd, copy=False), geo, int(groups))
         y = y.astype(x.dtype, copy=False)
@@ -529,7 +525,7 @@ class ConvNd(Primitive):
         if _is_tensor(g):
             gx, gw, gb = _conv_grads(xb, w, g, ctx.geo, ctx.groups, need)
         else:
-            dtype, cd = g.dtype, _compute_dtype(g.dtype)
+            dtype, cd = g.dtype, compute_dtype(g.dtype)
             gx, gw, gb = _conv_grads_array(
                 None if xb is None else xb.astype(cd, copy=False),
                 None if w is None else w.astype(cd, copy=False),
@@ -749,7 +745,7 @@ class AvgPool2d(Primitive):
         if x.dtype.kind not in "fi" or (x.dtype.kind == "i" and x.dtype != np.int64):
             raise NotImplementedError(f'"avg_pool2d" is not implemented for dtype {x.dtype} '
                                       "(torch: floating point and int64 only)")
-        cd = _compute_dtype(x.dtype)
+        cd = compute_dtype(x.dtype)
         xp = pad_array(_batch(x, batched).astype(cd, copy=False), geo)
         s = np.zeros(xp.shape[:2] + tuple(geo.out_size), dtype=cd)
         for _, src in _offsets(geo):  # the window sums, one kernel offset at a time
@@ -818,7 +814,7 @@ class AdaptiveAvgPool2d(Primitive):
         out = adaptive_output_size(output_size, (h, w), fn)
         if x.dtype.kind != "f":
             raise NotImplementedError(f'"{fn}" is not implemented for dtype {x.dtype}')
-        cd = _compute_dtype(x.dtype)
+        cd = compute_dtype(x.dtype)
         mh, nh = _bins(h, out[0], cd)
         mw, nw = _bins(w, out[1], cd)
         count = nh[:, None] * nw[None, :]

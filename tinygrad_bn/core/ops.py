@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .._jit import kernels_wanted
+from .._jit import LOOP_DTYPES, kernels_wanted
 from . import tensor as _tensor  # a module reference: Tensor and apply_op, read at call time
 from .node import FREED, NO_CTX, Changes, Function, check_saved, freed_error, inplace_error
 
@@ -324,7 +324,6 @@ def _large(g) -> bool:
 # NumPy's broadcasting, and a few backward rules make their two results in one pass. Each
 # call site keeps the NumPy line it replaces, and tests hold the two to the same results.
 _KERNELS = None  # the module ``_kernels`` once imported; False: NumPy only (see _loops)
-_LOOP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order only
 
 
 def _loops():
@@ -348,7 +347,7 @@ def _row_pair(a, r):
     row, when ``r`` broadcasts along the rows of ``a`` (shape (..., 1, C) against
     (..., C), every axis of ``r`` but the last of size 1) and both are float32 or both
     float64 in native byte order; else None."""
-    if type(r) is not np.ndarray or r.dtype is not a.dtype or a.dtype not in _LOOP_DTYPES \
+    if type(r) is not np.ndarray or r.dtype is not a.dtype or a.dtype not in LOOP_DTYPES \
             or not a.flags.c_contiguous or not a.ndim:
         return None
     c = a.shape[-1]
@@ -372,7 +371,7 @@ def _row_of(v, shape):
 def _rowwise(name: str, a, r, in_place: bool = False):
     """``a (op) r`` by the loop ``name`` of ``_kernels`` (into a new array, or into ``a``)
     when ``r`` is a row of ``a`` (``_row_pair``) and the loops are there; else None."""
-    k = _KERNELS if _KERNELS is not None else _loops()
+    k = _loops()
     if not k:
         return None
     pair = _row_pair(a, r)
@@ -387,6 +386,15 @@ def _rowwise(name: str, a, r, in_place: bool = False):
     return out
 
 
+def _add_row_into(prev, g) -> bool:
+    """``prev += g`` by a compiled loop when ``prev`` is large and ``g`` a broadcast row of
+    its shape (a mean's gradient, added into the input's); False when nothing was done."""
+    if prev.size < _LARGE:
+        return False
+    row = _row_of(g, prev.shape)
+    return row is not None and _rowwise("add_row", prev, row, True) is not None
+
+
 def _same_layout(x, like) -> bool:
     """``x`` is a C-contiguous ndarray of ``like``'s shape and dtype."""
     return (type(x) is np.ndarray and x.shape == like.shape and x.dtype is like.dtype
@@ -397,7 +405,7 @@ def _mul_rows_backward(g, a, b, need_a: bool, need_b: bool):
     """Both gradients of ``a * b`` when one factor is a row of the other and of ``g``
     (``x̂ · γ``): ``g · row`` (into ``g`` when lent to this node alone) and ``Σ g · full``
     over the rows, in one compiled pass; None when that does not apply."""
-    k = _KERNELS if _KERNELS is not None else _loops()
+    k = _loops()
     if not k:
         return None
     swap = not _same_layout(a, g)  # (γ · x̂: the row comes first)
@@ -431,7 +439,7 @@ def _div_rows_backward(g, b, ctx, need_a: bool, need_b: bool):
     """Both gradients of ``y = a / b`` for a row divisor ``b`` (``(x − μ) / σ``): ``g / b``
     (into ``g`` when lent to this node alone) and ``−Σ (g / b) · y`` over the rows, in one
     compiled pass; None when that does not apply."""
-    k = _KERNELS if _KERNELS is not None else _loops()
+    k = _loops()
     if not k:
         return None
     pair = _row_pair(g, b)
@@ -460,7 +468,7 @@ def _div_rows_backward(g, b, ctx, need_a: bool, need_b: bool):
 def _double_times_row(a, g):
     """``(a + a) · g`` (the gradient of ``a ** 2``) when ``g`` is a broadcast row (a mean's
     gradient) of ``a``'s shape, by one compiled loop; else None."""
-    k = _KERNELS if _KERNELS is not None else _loops()
+    k = _loops()
     if not k:
         return None
     row = _row_of(g, a.shape)
@@ -925,8 +933,8 @@ def _kept(g, drop):
 def _relu_loop(a):
     """``ReLU.forward`` by one compiled loop for a contiguous float32/float64 array; None
     when the loops are not there or the array is another kind."""
-    k = _KERNELS if _KERNELS is not None else _loops()
-    if not k or a.dtype not in _LOOP_DTYPES or not a.flags.c_contiguous:
+    k = _loops()
+    if not k or a.dtype not in LOOP_DTYPES or not a.flags.c_contiguous:
         return None
     out = np.empty(a.shape, a.dtype)
     k.relu(a.reshape(-1), out.reshape(-1))
@@ -937,9 +945,9 @@ def _relu_grad_loop(g, y):
     """ReLU's gradient (``_kept(g, y <= 0)``) by one compiled loop, into ``g`` itself when
     the engine lent it to this node alone; None when the loops are not there or the arrays
     are not contiguous float32/float64 arrays of one dtype."""
-    k = _KERNELS if _KERNELS is not None else _loops()
+    k = _loops()
     if not k or type(y) is not np.ndarray or y.dtype is not g.dtype \
-            or g.dtype not in _LOOP_DTYPES or not (g.flags.c_contiguous and y.flags.c_contiguous):
+            or g.dtype not in LOOP_DTYPES or not (g.flags.c_contiguous and y.flags.c_contiguous):
         return None
     if _reusable(g, y):
         k.relu_grad_(g.reshape(-1), y.reshape(-1))

@@ -244,6 +244,13 @@ def _edge(a):
 
 # ------------------------------------------------------------------------- dtypes
 _DEFAULT_FLOAT = _F32 = np.dtype(np.float32)
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype an op computes in: float32 for float16 (torch's accumulation type on the
+    CPU), else the dtype itself (the norms and the convolutions)."""
+    dtype = np.dtype(dtype)
+    return _F32 if dtype.char == "e" else dtype
 _F64 = np.dtype(np.float64)
 _INT64 = np.dtype(np.int64)
 _BOOL = np.dtype(np.bool_)

@@ -32,8 +32,9 @@ import numbers
 
 import numpy as np
 
+from .._jit import LOOP_DTYPES
 from ..core import ops as _ops
-from ..core.tensor import Tensor
+from ..core.tensor import Tensor, compute_dtype  # (compute_dtype: norms import it from here)
 
 
 def as_input(x, fn: str) -> Tensor:
@@ -57,15 +58,6 @@ class NormDtypeError(ValueError, RuntimeError):
 
 class NormIndexError(ValueError, IndexError):
     """An input torch's norm kernels cannot index (torch raises IndexError)."""
-
-
-def compute_dtype(dtype) -> np.dtype:
-    """The dtype a norm computes in: float32 for float16 (torch's accumulation type)."""
-    dtype = np.dtype(dtype)
-    return _F32 if dtype.char == "e" else dtype
-
-
-_F32 = np.dtype(np.float32)
 
 
 def _check_dtypes(fn: str, x, names: tuple, values: tuple) -> None:
@@ -179,7 +171,7 @@ def running_value(arr: np.ndarray, batch: np.ndarray, momentum: float) -> np.nda
     the time of these four NumPy calls on C values)."""
     k = _ops._KERNELS
     if k and type(batch) is np.ndarray and batch.shape == arr.shape and arr.ndim == 1 \
-            and arr.dtype in _ops._LOOP_DTYPES and batch.dtype in _ops._LOOP_DTYPES:
+            and arr.dtype in LOOP_DTYPES and batch.dtype in LOOP_DTYPES:
         return k.momentum_average(arr, batch, float(momentum), 1.0 - momentum)
     new = np.multiply(batch, momentum, dtype=np.float64)
     new += np.multiply(arr, 1.0 - momentum, dtype=np.float64)

@@ -51,7 +51,7 @@ import functools
 import numpy as np
 
 from .._commit import commit
-from .._jit import kernels_wanted
+from .._jit import LOOP_DTYPES, kernels_wanted
 from . import _threads
 from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                      check_layer_norm, compute_dtype, instance_running, rms_eps,
@@ -615,14 +615,13 @@ def _load_kernels():
 
 _KERNELS = None
 _USE_KERNELS = kernels_wanted()
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _kernel_fits(xv, w, b, plan: _Plan) -> bool:
     """The compiled kernels cover this call: a layout they know, a non-empty float32/float64
     input, and γ, β (when given) of the same dtype."""
     dt = xv.dtype
-    return (plan.kernel is not None and xv.size > 0 and dt in _FLOATS
+    return (plan.kernel is not None and xv.size > 0 and dt in LOOP_DTYPES
             and (w is None or w.dtype == dt) and (b is None or b.dtype == dt))
 
 
