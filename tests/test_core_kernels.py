@@ -340,3 +340,112 @@ def test_the_running_statistic_loop_is_the_numpy_path(adtype, bdtype, c, momentu
         np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
         real = ~np.isnan(want)
         _same_bits(out[real], want[real])
+
+
+# ---------------------------------------------------------------- loops outside the graph
+def test_loops_for_loads_the_loops_only_for_a_large_array(monkeypatch):
+    """Running statistics and optimizer steps use the loops once loaded, for any size; an
+    array of ``_LARGE`` elements loads them, a small one does not."""
+    if ops._loops() is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(ops, "_KERNELS", None)
+    assert ops.loops_for(ops._LARGE - 1) is None and ops._KERNELS is None
+    k = ops.loops_for(ops._LARGE)
+    assert k is not None and ops._KERNELS is k
+    assert ops.loops_for(3) is k
+    monkeypatch.setattr(ops, "_KERNELS", False)  # TINYGRAD_BN_KERNELS=numpy, or no numba
+    assert ops.loops_for(10 * ops._LARGE) is None
+
+
+def _sgd_steps(dtype, shapes, seed, edges, steps=3, params=None, grad=None, **kw):
+    """Parameters and momentum buffers after ``steps`` SGD steps with random gradients."""
+    rng = np.random.default_rng(seed)
+    ps = params or [Tensor(_values(rng, s, dtype, edges), requires_grad=True) for s in shapes]
+    opt = tg.optim.SGD(ps, **kw)
+    with np.errstate(all="ignore"):
+        for _ in range(steps):
+            for p in ps:
+                p.grad = grad(p) if grad else _values(rng, p.shape, dtype, edges)
+            opt.step()
+    return [p.data.copy() for p in ps] + [opt.state[id(p)]["momentum_buffer"].copy()
+                                         for p in ps]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(FLOATS), st.booleans(), st.sampled_from([0.01, 0.1, 1, 3, 0]),
+       st.sampled_from([0.1, 0.5, 0.9, 1, 1.5]), st.integers(0, 2**31))
+def test_the_sgd_momentum_loop_is_the_numpy_step(dtype, edges, lr, momentum, seed):
+    """SGD with momentum by the loop and by NumPy's three in-place lines: the same bits in
+    the parameters and the momentum buffers after three steps (nan where NumPy gives nan),
+    for a parameter too small to load the loops and one large enough to."""
+    if ops._loops() is None:
+        pytest.skip("numba is not installed")
+    shapes = [(7,), (3, 5), (ops._LARGE + 3,)]
+    saved = ops._KERNELS
+    calls = Counter()
+    real = saved.sgd_momentum_
+
+    def counted(*args):
+        calls["sgd"] += 1
+        return real(*args)
+    try:
+        saved.sgd_momentum_ = counted
+        got = _sgd_steps(dtype, shapes, seed, edges, lr=lr, momentum=momentum)
+        ops._KERNELS = False
+        want = _sgd_steps(dtype, shapes, seed, edges, lr=lr, momentum=momentum)
+    finally:
+        saved.sgd_momentum_ = real
+        ops._KERNELS = saved
+    assert calls["sgd"] == 2 * len(shapes)  # every step after the first, which makes buffers
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        _same_bits(g[~np.isnan(w)], w[~np.isnan(w)])
+
+
+def _overlapping_grad():
+    base = np.arange(ops._LARGE + 1, dtype=np.float32) / ops._LARGE
+    p = Tensor(np.zeros(1, np.float32), requires_grad=True)
+    p.data = base[:-1]
+    return [p], lambda p: base[1:]  # shares all but one value with the parameter
+
+
+@pytest.mark.parametrize("case", ["plain", "weight_decay", "dampening", "nesterov", "maximize",
+                                  "NumPy float64 lr", "float16", "float64 grad",
+                                  "not contiguous", "grad is the parameter", "grad overlaps"])
+def test_what_stays_on_numpy_in_an_sgd_step(loops, monkeypatch, case):
+    """Every SGD case but the plain momentum step (one dtype, contiguous arrays that do not
+    overlap, Python-number settings) goes through NumPy, with NumPy's results; the plain
+    one takes the loop."""
+    kw = dict(lr=0.1, momentum=0.9)
+    dtype, params, grad = np.float32, None, None
+    n = ops._LARGE + 5
+    if case in ("weight_decay", "dampening"):
+        kw[case] = 0.25
+    elif case in ("nesterov", "maximize"):
+        kw[case] = True
+    elif case == "NumPy float64 lr":
+        kw["lr"] = np.float64(0.1)  # NumPy then computes lr·buf in float64
+    elif case == "float16":
+        dtype = np.float16
+    elif case == "float64 grad":
+        grad = lambda p: np.full(p.shape, 0.3, np.float64)  # noqa: E731
+    elif case == "not contiguous":
+        def params_():
+            p = Tensor(np.zeros((2, 2), np.float32), requires_grad=True)
+            p.data = np.linspace(-1, 1, 2 * n, dtype=np.float32).reshape(n, 2).T
+            return [p]
+    elif case == "grad is the parameter":
+        grad = lambda p: p.data  # noqa: E731
+    results = []
+    for mode in ("loops", "numpy"):
+        if mode == "numpy":
+            monkeypatch.setattr(ops, "_KERNELS", False)
+        if case == "grad overlaps":
+            params, grad = _overlapping_grad()
+        elif case == "not contiguous":
+            params = params_()
+        results.append(_sgd_steps(dtype, [(n,)], 0, False, params=params, grad=grad, **kw))
+    assert loops["sgd_momentum_"] == (2 if case == "plain" else 0)  # (steps 2 and 3)
+    for g, w in zip(*results):
+        _same_bits(g, w) if g.dtype != np.float16 else np.testing.assert_array_equal(g, w)

@@ -218,3 +218,17 @@ def momentum_average(arr, batch, momentum, rest):
     for i in range(arr.shape[0]):
         out[i] = momentum * np.float64(batch[i]) + rest * np.float64(arr[i])
     return out
+
+
+# ------------------------------------------------------------------- optimizer updates
+@_compiled
+def sgd_momentum_(p, g, buf, momentum, lr):
+    """SGD's step with momentum, in place and in one pass: ``buf = buf · momentum + g``, then
+    ``p = p − lr · buf`` — the float operations of ``buf *= momentum; buf += g;
+    p -= lr * buf``, in that order (NumPy makes three passes and a temporary array). 1-d
+    arrays of one length and dtype that do not overlap; ``momentum`` and ``lr`` scalars of
+    that dtype."""
+    for i in range(p.shape[0]):
+        v = buf[i] * momentum + g[i]
+        buf[i] = v
+        p[i] = p[i] - lr * v

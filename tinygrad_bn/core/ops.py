@@ -342,6 +342,16 @@ def _loops():
     return _KERNELS or None
 
 
+def loops_for(size: int):
+    """The compiled loops for an array of ``size`` elements outside the graph (running
+    statistics, optimizer steps): once loaded, for any size (a loop costs less than two NumPy
+    calls even on a few values); an array of ``_LARGE`` elements or more loads them; else
+    None."""
+    if _KERNELS is None and size >= _LARGE:
+        return _loops()
+    return _KERNELS or None
+
+
 def _row_pair(a, r):
     """``(a2, r1)``: ``a`` as a C-contiguous (M, C) array and ``r`` as its contiguous (C,)
     row, when ``r`` broadcasts along the rows of ``a`` (shape (..., 1, C) against

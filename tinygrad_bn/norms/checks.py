@@ -167,9 +167,9 @@ def stat_array(t) -> np.ndarray | None:
 def running_value(arr: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
     """The new running statistic ``momentum·batch + (1 − momentum)·arr`` (torch's formula,
     in float64 and rounded once to ``arr``'s dtype, as torch's CPU kernel); not written.
-    Once the engine has loaded its compiled loops, one of them (the same bits but for a nan's
+    With the compiled loops (``ops.loops_for``), one of them (the same bits but for a nan's
     sign; a fifth of the time of these four NumPy calls on C values)."""
-    k = _ops._KERNELS
+    k = _ops.loops_for(arr.size)
     if k and type(batch) is np.ndarray and batch.shape == arr.shape and arr.ndim == 1 \
             and arr.dtype in LOOP_DTYPES and batch.dtype in LOOP_DTYPES:
         return k.momentum_average(arr, batch, float(momentum), 1.0 - momentum)
