@@ -250,15 +250,17 @@ def test_graphs_with_the_loops_match_numpy(loops, monkeypatch, kind, dtype):
 
 def test_composed_batchnorm_runs_every_loop_it_can(loops):
     """One composed BatchNorm forward+backward over (N, C): x − μ, ÷ σ, × γ, + β forward;
-    × γ and ÷ σ backward with their sums, the gradient of d² and the mean's broadcast
-    gradient added into x's in place."""
+    × γ and ÷ σ backward with their sums, each written into the gradient it received (+ β
+    passes its own on), the gradient of d² and the mean's broadcast gradient added into x's
+    in place."""
     x = Tensor(np.random.default_rng(3).standard_normal((128, 256)).astype(np.float32),
                requires_grad=True)
     w = Tensor(np.ones(256, np.float32), requires_grad=True)
     b = Tensor(np.zeros(256, np.float32), requires_grad=True)
-    F.batch_norm(x, None, None, w, b, training=True).backward(
+    # (through a ReLU, as in a network: the gradient reaching + β is the engine's own)
+    F.batch_norm(x, None, None, w, b, training=True).relu().backward(
         np.ones((128, 256), np.float32))
-    for name in ("sub_row", "div_row", "mul_row", "add_row", "mul_row_and_sum",
+    for name in ("sub_row", "div_row", "mul_row", "add_row", "mul_row_and_sum_",
                  "div_row_and_sum_", "double_mul_row", "add_row_"):
         assert loops[name] == 1, (name, loops)
 

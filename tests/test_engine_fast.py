@@ -350,6 +350,27 @@ def test_an_add_feeding_two_reusing_ops(reuse_everywhere):
                                rtol=1e-12)
 
 
+@pytest.mark.parametrize("order", ["bias second", "bias first", "both broadcast"])
+def test_an_add_with_a_broadcast_input_hands_on_its_own_gradient(reuse_everywhere, order):
+    """``x̂ · γ + β``: Add sums β's gradient down itself and passes the gradient it received
+    on to the product, which writes into it. β's gradient stays its own (the product's
+    in-place write does not reach it), and every gradient is the plain one."""
+    rng = np.random.default_rng(2)
+    x0, r0, b0 = rng.uniform(1, 2, (6, 4)), rng.uniform(1, 2, (4,)), rng.uniform(1, 2, (4,))
+    if order == "both broadcast":
+        x0, b0 = x0[:, :1], b0.reshape(1, 4)
+    x, r, b = _t(x0), _t(r0), _t(b0)
+    g0 = rng.uniform(-1, 1, (6, 4))
+    y = (b + x * r) if order == "bias first" else (x * r + b)
+    y.backward(g0.copy())
+    want_b = g0.sum(0) if b0.ndim == 1 else g0.sum(0, keepdims=True)
+    np.testing.assert_allclose(b.grad, want_b, rtol=1e-12)
+    np.testing.assert_allclose(x.grad, (g0 * r0).sum(1, keepdims=True) if x0.shape[1] == 1
+                               else g0 * r0, rtol=1e-12)
+    np.testing.assert_allclose(r.grad, (g0 * x0).sum(0), rtol=1e-12)
+    assert not np.shares_memory(b.grad, x.grad) and not np.shares_memory(b.grad, r.grad)
+
+
 def test_saved_values_survive_a_retained_backward(reuse_everywhere):
     rng = np.random.default_rng(2)
     x, s, w = _t(rng.standard_normal((5, 3))), _t(rng.uniform(1, 2, 3)), _t(rng.standard_normal(3))

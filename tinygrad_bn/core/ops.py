@@ -621,7 +621,15 @@ class Add(Primitive):
     def backward(ctx, g):
         if ctx.needs_input_grad[1] and ctx.needs_input_grad[0] and not _is_tensor(g):
             # one array for both inputs would let one input's consumer write into (or a
-            # leaf adopt) what the other still reads: a view each
+            # leaf adopt) what the other still reads. When one input was broadcast (a bias,
+            # β), its gradient is summed down here, a new array, and g itself goes on to the
+            # other (whose rule may then write into it); else a view each.
+            sb = _input_shape(ctx, 1)
+            if sb != g.shape:
+                return g, unbroadcast(g, sb)
+            sa = _input_shape(ctx, 0)
+            if sa != g.shape:
+                return unbroadcast(g, sa), g
             return g.view(), g.view()
         return g, g
 
