@@ -451,3 +451,65 @@ def test_what_stays_on_numpy_in_an_sgd_step(loops, monkeypatch, case):
     assert loops["sgd_momentum_"] == (2 if case == "plain" else 0)  # (steps 2 and 3)
     for g, w in zip(*results):
         _same_bits(g, w) if g.dtype != np.float16 else np.testing.assert_array_equal(g, w)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(FLOATS), st.sampled_from(FLOATS), st.integers(1, 300),
+       st.sampled_from([0.0, 0.1, 1 / 3, 0.9, 1.0]), st.sampled_from([2, 3, 7, 1000]),
+       st.integers(0, 2**31))
+def test_the_running_statistics_loop_is_the_commit_path(sdtype, bdtype, c, momentum, m, seed):
+    """``update_running`` by the one-call loop and by ``commit`` of two ``running_value``
+    arrays: the same bits in both statistics (nan where NumPy gives nan), Bessel's factor
+    applied in the batch variance's dtype."""
+    from tinygrad_bn.norms import checks
+
+    if ops._loops() is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(seed)
+    rm, rv = _values(rng, (c,), sdtype, True), _values(rng, (c,), sdtype, True)
+    mean, var = _values(rng, (c,), bdtype, True), np.abs(_values(rng, (c,), bdtype, True))
+    got = [rm.copy(), rv.copy()]
+    want = [rm.copy(), rv.copy()]
+    calls = Counter()
+    k = ops._KERNELS
+    real = k.running_stats_
+    try:
+        k.running_stats_ = lambda *a: (calls.update(["loop"]), real(*a))
+        with np.errstate(all="ignore"):
+            checks.update_running(*got, mean, var, m, momentum)
+            ops._KERNELS = False
+            checks.update_running(*want, mean, var, m, momentum)
+    finally:
+        ops._KERNELS = k
+        k.running_stats_ = real
+    assert calls["loop"] == 1
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        _same_bits(g[~np.isnan(w)], w[~np.isnan(w)])
+
+
+@pytest.mark.parametrize("case", ["overlapping", "not contiguous", "float16"])
+def test_running_statistics_that_stay_on_commit(loops, monkeypatch, case):
+    """Statistics that overlap, are strided or float16 are written by ``commit``, with its
+    results."""
+    from tinygrad_bn.norms import checks
+
+    rng = np.random.default_rng(0)
+    mean, var = rng.standard_normal(6).astype(np.float32), rng.uniform(1, 2, 6).astype(np.float32)
+    results = []
+    for mode in ("loops", "numpy"):
+        if mode == "numpy":
+            monkeypatch.setattr(ops, "_KERNELS", False)
+        if case == "overlapping":  # (both new values come from the old ones, then are written)
+            both = np.linspace(0, 1, 9, dtype=np.float32)
+            rm, rv = both[:6], both[3:]
+        elif case == "not contiguous":
+            rm, rv = np.zeros(12, np.float32)[::2], np.ones(6, np.float32)
+        else:
+            rm, rv = np.zeros(6, np.float16), np.ones(6, np.float16)
+        checks.update_running(rm, rv, mean, var, 10, 0.1)
+        results.append((rm.copy(), rv.copy()))
+    assert loops["running_stats_"] == 0
+    for g, w in zip(*results):
+        np.testing.assert_array_equal(g, w)

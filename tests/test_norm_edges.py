@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tinygrad_bn import Tensor, analytic, nn, optim
+from tinygrad_bn.core import ops
 from tinygrad_bn.nn import functional as F
 from tinygrad_bn.nn.module import Parameter
 
@@ -503,9 +504,12 @@ def test_read_only_running_var_changes_nothing(fam, as_tensor):
 
 
 @pytest.mark.parametrize("name", ["batch_norm", "instance_norm"])
-def test_interrupt_between_the_two_running_updates_writes_both(interrupt_on_write, fam, name):
+def test_interrupt_between_the_two_running_updates_writes_both(interrupt_on_write, monkeypatch,
+                                                              fam, name):
     """Ctrl-C after the running mean was written: the running variance is written too, then
-    KeyboardInterrupt is raised (the statistics never disagree)."""
+    KeyboardInterrupt is raised (the statistics never disagree). (BatchNorm's compiled loop
+    writes both in one call, which no signal handler splits; this is the NumPy path.)"""
+    monkeypatch.setattr(ops, "_KERNELS", False)
     x, rm, rv = _bn_state()
     x = x.reshape(2, 3, 3) if name == "instance_norm" else x
 
@@ -542,7 +546,9 @@ def test_batchnorm_module_updates_stats_and_count_together(monkeypatch, interrup
                                                           nth):
     """running_mean, running_var and num_batches_tracked change together: Ctrl-C at any of
     the writes (the norm writes the two statistics, the module then counts the batch) is held
-    until all three are written, then raised."""
+    until all three are written, then raised. (The NumPy path, which writes the statistics
+    one by one; the compiled loop writes both in one call.)"""
+    monkeypatch.setattr(ops, "_KERNELS", False)
     m, ref = (nn.BatchNorm1d(3, momentum=None, dtype=F64, analytic=fused) for _ in range(2))
     x, _, _ = _bn_state()
     for mod in (m, ref):
@@ -571,6 +577,40 @@ def test_batchnorm_module_updates_stats_and_count_together(monkeypatch, interrup
     monkeypatch.undo()
     m(Tensor(x * 2 + 1))
     assert int(m.num_batches_tracked.data) == 3
+
+
+def test_batchnorm_module_with_the_compiled_statistics_loop_counts_too(monkeypatch, fused):
+    """With the compiled loops the two statistics are written by one call; Ctrl-C right after
+    the norm returned is held until the batch is counted too, then raised."""
+    k = ops._loops()
+    if k is None:
+        pytest.skip("numba is not installed")
+    calls = []
+    real = k.running_stats_
+    monkeypatch.setattr(k, "running_stats_", lambda *a: (calls.append(1), real(*a)))
+    m, ref = (nn.BatchNorm1d(3, momentum=None, dtype=F64, analytic=fused) for _ in range(2))
+    x, _, _ = _bn_state()
+    for mod in (m, ref):
+        mod(Tensor(x))
+    before = _module_state(m)
+    ref(Tensor(x * 2 + 1))
+    want = ref.state_dict()
+    norm = m._norm
+
+    def norm_then_ctrl_c(*args):
+        y = norm(*args)
+        signal.raise_signal(signal.SIGINT)
+        return y
+    monkeypatch.setattr(m, "_norm", norm_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        m(Tensor(x * 2 + 1))
+    assert len(calls) == 4  # two modules, two batches each, one call per batch
+    after = m.state_dict()
+    for key in want:
+        np.testing.assert_array_equal(after[key], want[key], err_msg=key)
+        if key in ("running_mean", "running_var", "num_batches_tracked"):
+            assert not np.array_equal(want[key], before[key]), key
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("breakage", ["weight shape", "read-only running_var",

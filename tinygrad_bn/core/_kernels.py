@@ -220,6 +220,19 @@ def momentum_average(arr, batch, momentum, rest):
     return out
 
 
+@_compiled
+def running_stats_(rm, rv, mean, var, factor, momentum, rest):
+    """BatchNorm's running statistics written in place by one call (no signal handler runs
+    between the two writes): ``rm = momentum · mean + rest · rm`` and
+    ``rv = momentum · (var · factor) + rest · rv``, ``momentum_average``'s arithmetic, with
+    ``var · factor`` (Bessel's m/(m − 1)) first rounded to var's dtype as NumPy's product.
+    1-d arrays of one length; ``factor`` a scalar of var's dtype."""
+    for i in range(rm.shape[0]):
+        rm[i] = momentum * np.float64(mean[i]) + rest * np.float64(rm[i])
+    for i in range(rv.shape[0]):
+        rv[i] = momentum * np.float64(var[i] * factor) + rest * np.float64(rv[i])
+
+
 # ------------------------------------------------------------------- optimizer updates
 @_compiled
 def sgd_momentum_(p, g, buf, momentum, lr):

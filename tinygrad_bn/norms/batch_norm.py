@@ -45,9 +45,8 @@ from ..core.node import scope
 from ..core.ops import Primitive
 from ..core.tensor import Tensor
 from . import fused, registry
-from .._commit import commit
-from .checks import (as_input, check_batch_norm, compute_dtype, running_value,
-                     stat_array)
+from .checks import (as_input, check_batch_norm, compute_dtype, stat_array,
+                     update_running)
 from .modules import ChannelNormLayer
 
 __all__ = ["batch_norm", "batch_norm_derived", "BatchNormOp", "TutorialBoxedBatchNormOp",
@@ -125,22 +124,19 @@ def batch_norm(x: Tensor, running_mean, running_var, weight=None, bias=None,
     nd = x.ndim
     out = x.dtype
     cd = compute_dtype(out)
-    new = None
     with scope("batch_norm", kind="norm"):
         xc = upcast(x, cd)
         if training:
             axes = (0,) + tuple(range(2, nd))
             xhat, mu, var = normalize(xc, axes, eps)
-            if rm is not None and x.data.size:  # torch leaves them alone for an empty batch
-                new = ((rm, running_value(rm, mu.data.reshape(c), momentum)),
-                       (rv, running_value(rv, var.data.reshape(c) * (m / (m - 1)), momentum)))
         else:
             shape = (c,) + (1,) * (nd - 2)
             xhat = normalize_with(xc, rm.reshape(shape), rv.reshape(shape), eps)
         y = affine(xhat, param_view(upcast(weight, cd), nd), param_view(upcast(bias, cd), nd),
                    out)
-    if new is not None:  # last: a call that fails changes nothing
-        commit(*new)
+    if training and rm is not None and x.data.size:  # (torch leaves them alone for an empty
+        # batch) last: a call that fails changes nothing
+        update_running(rm, rv, mu.data.reshape(c), var.data.reshape(c), m, momentum)
     return y
 
 
@@ -225,8 +221,7 @@ def batch_norm_derived(x: Tensor, running_mean, running_var, weight=None, bias=N
             var = ((xc - mean.reshape((c,) + (1,) * (x.ndim - 2))) ** 2).sum(axis=axes) / m
     y = op.apply(x, weight, bias, mean=mean, var=var, batch=training, eps=float(eps))
     if training and rm is not None and x.data.size:  # last: a call that fails changes nothing
-        commit((rm, running_value(rm, mean, momentum)),
-               (rv, running_value(rv, var * (m / (m - 1)), momentum)))
+        update_running(rm, rv, mean, var, m, momentum)
     return y.named("y")
 
 

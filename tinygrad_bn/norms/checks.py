@@ -32,6 +32,7 @@ import numbers
 
 import numpy as np
 
+from .._commit import commit
 from .._jit import LOOP_DTYPES
 from ..core import ops as _ops
 from ..core.tensor import Tensor, compute_dtype  # (compute_dtype: norms import it from here)
@@ -176,6 +177,31 @@ def running_value(arr: np.ndarray, batch: np.ndarray, momentum: float) -> np.nda
     new = np.multiply(batch, momentum, dtype=np.float64)
     new += np.multiply(arr, 1.0 - momentum, dtype=np.float64)
     return new.astype(arr.dtype)
+
+
+def update_running(rm: np.ndarray, rv: np.ndarray, mean: np.ndarray, var: np.ndarray, m: int,
+                   momentum: float) -> None:
+    """Write BatchNorm's new running statistics into ``rm`` and ``rv``, in place, both or
+    neither: ``running_value`` of the batch mean, and of the unbiased batch variance
+    σ²·m/(m − 1) (``var`` is the biased one, over m values per channel). The last step of a
+    call, once everything was checked and computed.
+
+    By ``commit`` of the two new arrays; with the compiled loops, by one call that computes
+    and writes both (``running_stats_``: ``running_value``'s bits, a third of the time) when
+    the four arrays are (C,) float32/float64, the statistics contiguous and apart."""
+    factor = m / (m - 1)
+    k = _ops.loops_for(rm.size)
+    if k and type(mean) is np.ndarray and type(var) is np.ndarray and rm.ndim == 1 \
+            and mean.shape == var.shape == rv.shape == rm.shape \
+            and rm.dtype in LOOP_DTYPES and rv.dtype in LOOP_DTYPES \
+            and mean.dtype in LOOP_DTYPES and var.dtype in LOOP_DTYPES \
+            and rm.flags.c_contiguous and rv.flags.c_contiguous \
+            and not np.may_share_memory(rm, rv):
+        k.running_stats_(rm, rv, mean, var, var.dtype.type(factor), float(momentum),
+                         1.0 - momentum)
+        return
+    commit((rm, running_value(rm, mean, momentum)),
+           (rv, running_value(rv, var * factor, momentum)))
 
 
 def instance_running(rm: np.ndarray, rv: np.ndarray, mean: np.ndarray, var: np.ndarray,

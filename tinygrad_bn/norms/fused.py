@@ -55,7 +55,7 @@ from .._jit import LOOP_DTYPES, kernels_wanted
 from . import _threads
 from .checks import (as_input, check_batch_norm, check_group_norm, check_instance_norm,
                      check_layer_norm, compute_dtype, instance_running, rms_eps,
-                     running_value, stat_array)
+                     stat_array, update_running)
 from ..core.ops import Primitive
 from ..core.tensor import Tensor
 
@@ -847,15 +847,19 @@ def _const_stats(rm, rv, dtype, shape) -> tuple:
 
 
 class _Pending:
-    """New running statistics computed inside the forward, written after the node exists."""
+    """New running statistics computed inside the forward, written after the node exists:
+    BatchNorm's batch statistics (``update``, for ``update_running``) or InstanceNorm's
+    ``commit`` pairs."""
 
-    __slots__ = ("pairs",)
+    __slots__ = ("pairs", "update")
 
     def __init__(self):
-        self.pairs = None
+        self.pairs = self.update = None
 
     def commit(self) -> None:
-        if self.pairs:
+        if self.update:
+            update_running(*self.update)
+        elif self.pairs:
             commit(*self.pairs)
 
 
@@ -877,8 +881,7 @@ def _batch_norm(op, x, running_mean, running_var, weight, bias, training, moment
         stats = _const_stats(rm, rv, x.dtype, (c,) + (1,) * (len(plan.vshape) - 2))
     elif rm is not None and x.data.size:  # torch leaves them alone for an empty batch
         def running(mean, var):
-            pending.pairs = ((rm, running_value(rm, mean.reshape(c), momentum)),
-                             (rv, running_value(rv, var.reshape(c) * (m / (m - 1)), momentum)))
+            pending.update = (rm, rv, mean.reshape(c), var.reshape(c), m, momentum)
     y = _named(op.apply(x, weight, bias, plan=plan, stats=stats, running=running))
     pending.commit()  # last: a call that fails changes nothing
     return y

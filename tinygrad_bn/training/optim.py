@@ -128,7 +128,9 @@ class SGD(Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay.
 
     As torch: ``g = grad + wd·p``; with momentum ``b = μ·b + (1 - dampening)·g`` (``b = g`` at
-    the first step), ``g = g + μ·b`` (Nesterov) or ``g = b``; then ``p -= lr·g``.
+    the first step), ``g = g + μ·b`` (Nesterov) or ``g = b``; then ``p -= lr·g``. The plain
+    momentum step (no dampening, weight decay, Nesterov or maximize) runs as one compiled
+    pass when numba is installed (``_momentum_loop``; the same bits as the NumPy lines).
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
