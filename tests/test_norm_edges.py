@@ -541,14 +541,19 @@ def _assert_module_unchanged(m, before):
         assert p.grad is None
 
 
-@pytest.mark.parametrize("nth", [1, 2, 3])  # 3: after the norm returned, before the count
+@pytest.mark.parametrize("path,nth", [("numpy", 1), ("numpy", 2), ("numpy", 3), ("loop", 3)])
 def test_batchnorm_module_updates_stats_and_count_together(monkeypatch, interrupt_on_write, fused,
-                                                          nth):
+                                                          path, nth):
     """running_mean, running_var and num_batches_tracked change together: Ctrl-C at any of
     the writes (the norm writes the two statistics, the module then counts the batch) is held
-    until all three are written, then raised. (The NumPy path, which writes the statistics
-    one by one; the compiled loop writes both in one call.)"""
-    monkeypatch.setattr(ops, "_KERNELS", False)
+    until all three are written, then raised. nth 3: right after the norm returned, before
+    the count. The NumPy path writes the statistics one by one (``commit``); the compiled
+    loop writes both in one call, which no signal splits."""
+    loops = ops._loops() if path == "loop" else None
+    if path == "loop" and loops is None:
+        pytest.skip("numba is not installed")
+    if loops is None:
+        monkeypatch.setattr(ops, "_KERNELS", False)
     m, ref = (nn.BatchNorm1d(3, momentum=None, dtype=F64, analytic=fused) for _ in range(2))
     x, _, _ = _bn_state()
     for mod in (m, ref):
@@ -557,6 +562,9 @@ def test_batchnorm_module_updates_stats_and_count_together(monkeypatch, interrup
     ref(Tensor(x * 2 + 1))
     want = ref.state_dict()
     calls = interrupt_on_write(nth)
+    if loops is not None:  # count the loop's calls instead
+        real = loops.running_stats_
+        monkeypatch.setattr(loops, "running_stats_", lambda *a: (calls.append(1), real(*a)))
     if nth == 3:
         norm = m._norm
 
@@ -568,7 +576,8 @@ def test_batchnorm_module_updates_stats_and_count_together(monkeypatch, interrup
     with pytest.raises(KeyboardInterrupt):
         m(Tensor(x * 2 + 1))
     after = m.state_dict()
-    assert len(calls) == 2  # both statistics (the count is added in place, not committed)
+    # both statistics by commit, or one call of the loop (the count is added in place)
+    assert len(calls) == (2 if loops is None else 1)
     for k in want:
         np.testing.assert_array_equal(after[k], want[k], err_msg=k)
     for k in ("running_mean", "running_var", "num_batches_tracked"):
@@ -577,40 +586,6 @@ def test_batchnorm_module_updates_stats_and_count_together(monkeypatch, interrup
     monkeypatch.undo()
     m(Tensor(x * 2 + 1))
     assert int(m.num_batches_tracked.data) == 3
-
-
-def test_batchnorm_module_with_the_compiled_statistics_loop_counts_too(monkeypatch, fused):
-    """With the compiled loops the two statistics are written by one call; Ctrl-C right after
-    the norm returned is held until the batch is counted too, then raised."""
-    k = ops._loops()
-    if k is None:
-        pytest.skip("numba is not installed")
-    calls = []
-    real = k.running_stats_
-    monkeypatch.setattr(k, "running_stats_", lambda *a: (calls.append(1), real(*a)))
-    m, ref = (nn.BatchNorm1d(3, momentum=None, dtype=F64, analytic=fused) for _ in range(2))
-    x, _, _ = _bn_state()
-    for mod in (m, ref):
-        mod(Tensor(x))
-    before = _module_state(m)
-    ref(Tensor(x * 2 + 1))
-    want = ref.state_dict()
-    norm = m._norm
-
-    def norm_then_ctrl_c(*args):
-        y = norm(*args)
-        signal.raise_signal(signal.SIGINT)
-        return y
-    monkeypatch.setattr(m, "_norm", norm_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        m(Tensor(x * 2 + 1))
-    assert len(calls) == 4  # two modules, two batches each, one call per batch
-    after = m.state_dict()
-    for key in want:
-        np.testing.assert_array_equal(after[key], want[key], err_msg=key)
-        if key in ("running_mean", "running_var", "num_batches_tracked"):
-            assert not np.array_equal(want[key], before[key]), key
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("breakage", ["weight shape", "read-only running_var",
