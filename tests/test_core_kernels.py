@@ -251,8 +251,8 @@ def test_graphs_with_the_loops_match_numpy(loops, monkeypatch, kind, dtype):
 def test_composed_batchnorm_runs_every_loop_it_can(loops):
     """One composed BatchNorm forward+backward over (N, C): x − μ, ÷ σ, × γ, + β forward;
     × γ and ÷ σ backward with their sums, each written into the gradient it received (+ β
-    passes its own on), the gradient of d² and the mean's broadcast gradient added into x's
-    in place."""
+    passes its own on), the gradient of d² added into the one d has from ÷ σ, and the mean's
+    broadcast gradient added into x's, in place."""
     x = Tensor(np.random.default_rng(3).standard_normal((128, 256)).astype(np.float32),
                requires_grad=True)
     w = Tensor(np.ones(256, np.float32), requires_grad=True)
@@ -261,7 +261,7 @@ def test_composed_batchnorm_runs_every_loop_it_can(loops):
     F.batch_norm(x, None, None, w, b, training=True).relu().backward(
         np.ones((128, 256), np.float32))
     for name in ("sub_row", "div_row", "mul_row", "add_row", "mul_row_and_sum_",
-                 "div_row_and_sum_", "double_mul_row", "add_row_"):
+                 "div_row_and_sum_", "double_mul_row_add_", "add_row_"):
         assert loops[name] == 1, (name, loops)
 
 
@@ -513,3 +513,37 @@ def test_running_statistics_that_stay_on_commit(loops, monkeypatch, case):
     assert loops["running_stats_"] == 0
     for g, w in zip(*results):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("case", ["plain", "hook", "retain_grad", "d² alone"])
+def test_the_square_adds_into_the_gradient_its_input_holds(loops, monkeypatch, case):
+    """d = x − μ feeds ÷ σ and d² (σ²'s): d²'s gradient is added into the one d already holds
+    from ÷ σ (one pass), with the bits of the product written out and then added; a hook on
+    d and d's retained gradient see the whole sum. A d with no other gradient gets the
+    product written out."""
+    rng = np.random.default_rng(5)
+    x0 = rng.standard_normal((128, 256)).astype(np.float32)
+
+    def grads(adds_into: bool):
+        monkeypatch.setattr(ops.Pow, "_adds_into", adds_into)
+        x = Tensor(x0, requires_grad=True)
+        d = x - x.mean(axis=0, keepdims=True)
+        seen = []
+        if case == "hook":
+            d.register_hook(lambda g: seen.append(g.data.copy()))
+        elif case == "retain_grad":
+            d.retain_grad()
+        var = (d ** 2).mean(axis=0, keepdims=True)
+        y = var.sum() if case == "d² alone" else (d / (var + 1e-5).sqrt()).relu().sum() + \
+            var.sum()
+        y.backward()
+        return [x.grad] + seen + ([d.grad] if case == "retain_grad" else [])
+
+    got = grads(True)
+    fused = loops["double_mul_row_add_"]
+    want = grads(False)
+    assert fused == (0 if case == "d² alone" else 1)
+    assert loops["double_mul_row"] == (1 if case == "d² alone" else 0) + 1
+    assert len(got) == len(want) == (1 if case in ("plain", "d² alone") else 2)
+    for g, w in zip(got, want):
+        _same_bits(g, w)

@@ -112,6 +112,15 @@ def double_mul_row(a, r, out):
             out[i, j] = (a[i, j] + a[i, j]) * r[j]
 
 
+@_compiled
+def double_mul_row_add_(a, r, acc):
+    """``acc += (a + a) * r``: ``double_mul_row`` added into a gradient ``acc`` already holds
+    (the same two roundings as the product written out and then added)."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            acc[i, j] = acc[i, j] + (a[i, j] + a[i, j]) * r[j]
+
+
 # ------------------------------------------------- backward: a product and a sum at once
 @_compiled
 def row_sums_of_products(g, a):

@@ -136,7 +136,10 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     to the next node's backward (which may write into it: ``ops._reusable``) or makes it a
     leaf's ``.grad``. A gradient someone else may hold — a user's array, what a hook or
     ``retain_grad`` was shown, every gradient of a quiet or observed pass — travels as a
-    read-only view instead.
+    read-only view instead. An op that declares ``_adds_into`` (``a ** 2``) is offered the
+    gradient its first input already holds (``node._into``, unless the pass is observed); its
+    rule may add its own into that array when the engine owns it, as the sum below would, and
+    return it, which leaves nothing to sum.
 
     Counting: ``pending[node]`` is how many gradients a node still waits for. A plain pass
     starts from the consumers each node counted when it was recorded (``_uses``), which can
@@ -181,6 +184,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     pop = ready.pop
     push = ready.append
     get = pending.get
+    into = None  # the gradient an _adds_into node's rule was offered (see Function)
     nxt = nxt_g = None  # a node whose one consumer just ran, and its gradient: the next node
     # (as if pushed onto ``ready`` and popped at once, without the trip through ``grads``)
     while True:
@@ -224,6 +228,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             # a primitive's gradients have its inputs' dtypes unless it mixed dtypes
             cast = node._mixed
             if node._raw and raw_mode:
+                if node._adds_into and observe is None and isinstance(e0, Function):
+                    into = node._into = grads.get(e0)  # its rule may add into it, and return
+                    # it as the input's gradient (then there is nothing left to add: below)
                 results = node.backward(node, g)
             else:
                 results = _call_backward(node, g, graph_mode)
@@ -254,8 +261,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                         nxt = p
                         nxt_g = gp
                         continue
-                    prev = grads.get(p)
-                    grads[p] = gp if prev is None else _sum_into(prev, gp)
+                    if gp is not into:
+                        prev = grads.get(p)
+                        grads[p] = gp if prev is None else _sum_into(prev, gp)
                 left -= 1
                 pending[p] = left
                 if left == 0:
@@ -278,7 +286,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                     captured[p] = gp if prev is None else _sum_into(prev, gp)
                 else:
                     _deliver_leaf(p, gp, wanted, captured)
-        g = results = gp = prev = None  # drop this step's arrays before the next node runs
+        g = results = gp = prev = into = None  # drop this step's arrays before the next node
         if not retain_graph:  # free what the node kept: its edges, its saved values
             node._edge0 = FREED
             node._edge1 = node._edges = None

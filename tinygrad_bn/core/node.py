@@ -245,6 +245,8 @@ class Function:
     _retained = None  # weakref to an output Tensor that asked for retain_grad()
     _hooks = None  # register_hook() functions of the output Tensor (a list)
     _graph_mode = False  # True while backward builds a differentiable graph
+    _adds_into = False  # the op's backward may add its first input's gradient into ``_into``
+    _into = None  # (set by the engine for such ops: the gradient that input already holds)
 
     @property
     def parents(self) -> tuple | None:

@@ -475,9 +475,12 @@ def _div_rows_backward(g, b, ctx, need_a: bool, need_b: bool):
     return (ga if need_a else None), np.negative(gb).astype(g.dtype).reshape(b.shape)
 
 
-def _double_times_row(a, g):
+def _double_times_row(a, g, into=None):
     """``(a + a) · g`` (the gradient of ``a ** 2``) when ``g`` is a broadcast row (a mean's
-    gradient) of ``a``'s shape, by one compiled loop; else None."""
+    gradient) of ``a``'s shape, by one compiled loop; else None. ``into``: the gradient that
+    ``a`` already holds in the backward pass (see ``Function._adds_into``); when the engine
+    owns it (``_same_layout``, writeable, owning its memory), the product is added into it
+    and ``into`` itself returned: one pass instead of two."""
     k = _loops()
     if not k:
         return None
@@ -488,6 +491,10 @@ def _double_times_row(a, g):
     if pair is None:
         return None
     a2, r1 = pair
+    if into is not None and _same_layout(into, a) and into.base is None \
+            and into.flags.writeable and not np.may_share_memory(into, a):
+        k.double_mul_row_add_(a2, r1, into if a2 is a else into.reshape(a2.shape))
+        return into
     out = np.empty(a.shape, a.dtype)
     k.double_mul_row(a2, r1, out if a2 is a else out.reshape(a2.shape))
     return out
@@ -742,6 +749,7 @@ class Pow(Primitive):
 
     save_inputs = (0, 1)
     save_output = (1,)  # only d/db (a tensor exponent's) reads y
+    _adds_into = True  # a ** 2 against a mean's gradient (σ²'s d²): added into a's gradient
 
     @staticmethod
     def forward(ctx, a, b):
@@ -763,13 +771,14 @@ class Pow(Primitive):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.inputs()
+        into, ctx._into = ctx._into, None  # (the engine's offer: see _double_times_row)
         ga = gb = None
         if ctx.needs_input_grad[0]:
             if isinstance(b, (int, float)):
                 if b == 0:  # a ** 0 is constant; a ** -1 would make 0 * inf = nan at a = 0
                     ga = g * 0.0
                 elif b == 2 and type(a) is np.ndarray:
-                    ga = _double_times_row(a, g) if a.size >= _LARGE else None
+                    ga = _double_times_row(a, g, into) if a.size >= _LARGE else None
                     if ga is None:
                         ga = a + a  # (2a exactly: doubling before the product rounds alike)
                         ga *= g
