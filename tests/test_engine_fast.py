@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -424,6 +425,45 @@ def test_concurrent_backward_into_a_shared_leaf_with_reuse(reuse_everywhere):
     for t in threads:
         t.join()
     np.testing.assert_allclose(w.grad, np.full((8, 8), 20 * 1.5 * sum(range(1, 9))))
+
+
+def test_concurrent_passes_over_one_retained_graph_keep_their_own_offers(monkeypatch):
+    """Threads backpropagating through one retained graph at once, each with its own
+    upstream gradient: d² adds into the gradient d holds in that thread's pass (the engine's
+    offer is per thread), so every pass gives the single-threaded result. d²'s backward
+    first sleeps a little, so that the other threads' passes reach the same node between
+    the offer and its use."""
+    real = ops.Pow.backward
+
+    def slow(ctx, g):
+        time.sleep(0.002)
+        return real(ctx, g)
+    monkeypatch.setattr(ops.Pow, "backward", staticmethod(slow))
+    rng = np.random.default_rng(4)
+    x = _t(rng.standard_normal((128, 256)))  # (large: d²'s gradient is added into d's)
+    d = x - x.mean(axis=0, keepdims=True)
+    var = (d ** 2).mean(axis=0, keepdims=True)
+    y = d / (var + 1e-5).sqrt() + var
+    ups = [rng.standard_normal((128, 256)) for _ in range(4)]
+    want = []
+    for up in ups:
+        (g,) = tg.grad(y, [x], up, retain_graph=True)
+        want.append(g.data)
+    got = [[] for _ in ups]
+
+    def work(i):
+        for _ in range(10):
+            (g,) = tg.grad(y, [x], ups[i], retain_graph=True)
+            got[i].append(g.data)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(ups))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, w in enumerate(want):
+        for g in got[i]:
+            np.testing.assert_array_equal(g, w)
 
 
 # ------------------------------------------------------- fast paths against the plain ones

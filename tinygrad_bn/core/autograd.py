@@ -137,9 +137,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
     leaf's ``.grad``. A gradient someone else may hold — a user's array, what a hook or
     ``retain_grad`` was shown, every gradient of a quiet or observed pass — travels as a
     read-only view instead. An op that declares ``_adds_into`` (``a ** 2``) is offered the
-    gradient its first input already holds (``node._into``, unless the pass is observed); its
-    rule may add its own into that array when the engine owns it, as the sum below would, and
-    return it, which leaves nothing to sum.
+    gradient its first input already holds (``_grad_mode.into``, unless the pass is
+    observed); its rule may add its own into that array when the engine owns it, as the sum
+    below would, and return it, which leaves nothing to sum.
 
     Counting: ``pending[node]`` is how many gradients a node still waits for. A plain pass
     starts from the consumers each node counted when it was recorded (``_uses``), which can
@@ -229,8 +229,9 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
             cast = node._mixed
             if node._raw and raw_mode:
                 if node._adds_into and observe is None and isinstance(e0, Function):
-                    into = node._into = grads.get(e0)  # its rule may add into it, and return
-                    # it as the input's gradient (then there is nothing left to add: below)
+                    # its rule may add into it and return it as the input's gradient (then
+                    # there is nothing left to add: below)
+                    into = _grad_mode.into = grads.get(e0)
                 results = node.backward(node, g)
             else:
                 results = _call_backward(node, g, graph_mode)

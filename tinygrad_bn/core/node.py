@@ -26,6 +26,8 @@ class _GradMode(threading.local):
     enabled = True
     scope = None
     record = None  # None, or record(node, output_array) for every node made (viz.trace)
+    into = None  # backward: the gradient offered to an ``_adds_into`` node's rule (per
+    # thread, as passes over one retained graph may run in several threads at once)
 
 
 _grad_mode = _GradMode()
@@ -245,8 +247,8 @@ class Function:
     _retained = None  # weakref to an output Tensor that asked for retain_grad()
     _hooks = None  # register_hook() functions of the output Tensor (a list)
     _graph_mode = False  # True while backward builds a differentiable graph
-    _adds_into = False  # the op's backward may add its first input's gradient into ``_into``
-    _into = None  # (set by the engine for such ops: the gradient that input already holds)
+    _adds_into = False  # the op's backward may add its first input's gradient into the one
+    # that input already holds, offered by the engine in ``_grad_mode.into`` (autograd._run)
 
     @property
     def parents(self) -> tuple | None:

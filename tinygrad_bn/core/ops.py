@@ -30,7 +30,8 @@ import numpy as np
 
 from .._jit import LOOP_DTYPES, kernels_wanted
 from . import tensor as _tensor  # a module reference: Tensor and apply_op, read at call time
-from .node import FREED, NO_CTX, Changes, Function, check_saved, freed_error, inplace_error
+from .node import (FREED, NO_CTX, Changes, Function, _grad_mode, check_saved, freed_error,
+                   inplace_error)
 
 
 class Primitive(Function):
@@ -771,7 +772,9 @@ class Pow(Primitive):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.inputs()
-        into, ctx._into = ctx._into, None  # (the engine's offer: see _double_times_row)
+        into = _grad_mode.into  # (the engine's offer: see _double_times_row)
+        if into is not None:
+            _grad_mode.into = None
         ga = gb = None
         if ctx.needs_input_grad[0]:
             if isinstance(b, (int, float)):
