@@ -848,8 +848,9 @@ def _const_stats(rm, rv, dtype, shape) -> tuple:
 
 class _Pending:
     """New running statistics computed inside the forward, written after the node exists:
-    BatchNorm's batch statistics (``update``, for ``update_running``) or InstanceNorm's
-    ``commit`` pairs."""
+    BatchNorm's batch statistics (``update``, for ``update_running``: the forward hands over
+    its mean and variance arrays and changes them no more) or InstanceNorm's ``commit``
+    pairs."""
 
     __slots__ = ("pairs", "update")
 
