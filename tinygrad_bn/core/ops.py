@@ -379,16 +379,23 @@ def _row_of(v, shape):
     return v[(0,) * (v.ndim - 1)]
 
 
-def _rowwise(name: str, a, r, in_place: bool = False):
-    """``a (op) r`` by the loop ``name`` of ``_kernels`` (into a new array, or into ``a``)
-    when ``r`` is a row of ``a`` (``_row_pair``) and the loops are there; else None."""
+def _row_loop(a, r):
+    """``(loops, a2, r1)`` when the compiled loops are there and ``r`` is a row of ``a``
+    (``_row_pair``); else None."""
     k = _loops()
     if not k:
         return None
     pair = _row_pair(a, r)
-    if pair is None:
+    return None if pair is None else (k, *pair)
+
+
+def _rowwise(name: str, a, r, in_place: bool = False):
+    """``a (op) r`` by the loop ``name`` of ``_kernels`` (into a new array, or into ``a``)
+    when ``r`` is a row of ``a`` and the loops are there (``_row_loop``); else None."""
+    found = _row_loop(a, r)
+    if found is None:
         return None
-    a2, r1 = pair
+    k, a2, r1 = found
     if in_place:
         getattr(k, name + "_")(a2, r1)
         return a
@@ -416,15 +423,12 @@ def _mul_rows_backward(g, a, b, need_a: bool, need_b: bool):
     """Both gradients of ``a * b`` when one factor is a row of the other and of ``g``
     (``x̂ · γ``): ``g · row`` (into ``g`` when lent to this node alone) and ``Σ g · full``
     over the rows, in one compiled pass; None when that does not apply."""
-    k = _loops()
-    if not k:
-        return None
     swap = not _same_layout(a, g)  # (γ · x̂: the row comes first)
     full, row = (b, a) if swap else (a, b)
-    pair = _row_pair(g, row)
-    if pair is None or not _same_layout(full, g):
+    found = _row_loop(g, row)
+    if found is None or not _same_layout(full, g):
         return None
-    g2, r1 = pair
+    k, g2, r1 = found
     need_full, need_row = (need_b, need_a) if swap else (need_a, need_b)
     gfull = grow = None
     in_place = need_full and _reusable(g, row)
@@ -450,13 +454,10 @@ def _div_rows_backward(g, b, ctx, need_a: bool, need_b: bool):
     """Both gradients of ``y = a / b`` for a row divisor ``b`` (``(x − μ) / σ``): ``g / b``
     (into ``g`` when lent to this node alone) and ``−Σ (g / b) · y`` over the rows, in one
     compiled pass; None when that does not apply."""
-    k = _loops()
-    if not k:
+    found = _row_loop(g, b)
+    if found is None:
         return None
-    pair = _row_pair(g, b)
-    if pair is None:
-        return None
-    g2, r1 = pair
+    k, g2, r1 = found
     y = ctx.output() if need_b else None
     if need_b and not _same_layout(y, g):
         return None
@@ -480,20 +481,15 @@ def _double_times_row(a, g, into=None):
     """``(a + a) · g`` (the gradient of ``a ** 2``) when ``g`` is a broadcast row (a mean's
     gradient) of ``a``'s shape, by one compiled loop; else None. ``into``: the gradient that
     ``a`` already holds in the backward pass (see ``Function._adds_into``); when the engine
-    owns it (``_same_layout``, writeable, owning its memory), the product is added into it
-    and ``into`` itself returned: one pass instead of two."""
-    k = _loops()
-    if not k:
-        return None
+    owns it (``_same_layout`` and ``_reusable``), the product is added into it and ``into``
+    itself returned: one pass instead of two."""
     row = _row_of(g, a.shape)
-    if row is None:
+    found = None if row is None else _row_loop(a, row)
+    if found is None:
         return None
-    pair = _row_pair(a, row)
-    if pair is None:
-        return None
-    a2, r1 = pair
-    if into is not None and _same_layout(into, a) and into.base is None \
-            and into.flags.writeable and not np.may_share_memory(into, a):
+    k, a2, r1 = found
+    if into is not None and _same_layout(into, a) and _reusable(into, a) \
+            and not np.may_share_memory(into, a):
         k.double_mul_row_add_(a2, r1, into if a2 is a else into.reshape(a2.shape))
         return into
     out = np.empty(a.shape, a.dtype)

@@ -183,11 +183,9 @@ def _momentum_loop(p: np.ndarray, g: np.ndarray, buf: np.ndarray, momentum, lr) 
     if k is None or type(lr) not in _PY_NUMBERS or type(momentum) not in _PY_NUMBERS:
         return False
     dt = p.dtype
-    if dt not in LOOP_DTYPES or g.dtype is not dt or buf.dtype is not dt \
-            or g.shape != p.shape or buf.shape != p.shape or not (
-                p.flags.c_contiguous and g.flags.c_contiguous and buf.flags.c_contiguous) \
-            or np.may_share_memory(p, g) or np.may_share_memory(p, buf) \
-            or np.may_share_memory(g, buf):
+    if dt not in LOOP_DTYPES or not p.flags.c_contiguous or not _ops._same_layout(g, p) \
+            or not _ops._same_layout(buf, p) or np.may_share_memory(p, g) \
+            or np.may_share_memory(p, buf) or np.may_share_memory(g, buf):
         return False
     k.sgd_momentum_(p.reshape(-1), g.reshape(-1), buf.reshape(-1), dt.type(momentum),
                     dt.type(lr))
