@@ -663,6 +663,28 @@ def test_a_node_frees_what_it_kept():
         node.inputs()
 
 
+def test_every_kind_of_node_lets_go_of_its_edges_and_saved_values():
+    x = _t(np.ones((3, 4)))
+    w, b = _t(np.ones((2, 4))), _t(np.ones(2))
+    lin = ops.Linear.apply(x, w, b)  # three inputs: the edges in _edges
+    th = lin.tanh()  # one input, keeps its output
+    pr = th * th  # two inputs, keeps both
+    df = pr - x.sum()  # two inputs, keeps nothing
+    tw = _GiveBackSaved.apply(df)  # a user Function: save_for_backward
+    nodes = [t.grad_fn for t in (lin, th, pr, df, tw)]
+    tw.sum().backward()
+    for node in nodes:
+        assert node._edge0 is FREED and node.parents is None
+        assert node._edge1 is None and node._edges is None
+    assert nodes[0]._inputs is FREED and nodes[2]._inputs is FREED
+    assert nodes[1]._out is FREED
+    assert nodes[3]._inputs == () and "_inputs" not in vars(nodes[3])  # (it kept nothing)
+    with pytest.raises(RuntimeError, match="freed"):
+        nodes[4].saved_tensors
+    with pytest.raises(RuntimeError, match="second time"):
+        tw.sum().backward()
+
+
 def test_describe_still_reads_reductions_and_constants():
     x = _t(np.ones((2, 3)))
     assert x.sum(0).grad_fn.describe() == "axis=0"

@@ -333,6 +333,8 @@ def test_linear_matches_torch_and_is_one_node(torch):
         for (n, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
             np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=0, atol=1e-12, err_msg=n)
     with pytest.raises(ValueError, match=r"\(2, 4\)"):
+        nn.Linear(5, 3)(Tensor(np.ones((2, 4), np.float32)))
+    with pytest.raises(RuntimeError, match="same dtype"):  # torch names the dtypes first too
         nn.Linear(5, 3)(Tensor(np.ones((2, 4))))
 
 

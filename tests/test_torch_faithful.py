@@ -67,6 +67,52 @@ def test_inplace_ops_under_no_grad_update_same_parameter(torch):
     _close(w, tw)
 
 
+@pytest.mark.parametrize("x_shape, b_shape", [
+    ((4, 3), (5,)), ((4, 3), (1,)), ((4, 3), ()), ((4, 3), (1, 5)), ((4, 3), (4, 5)),
+    ((2, 4, 3), (4, 5)), ((2, 4, 3), (5,)), ((3,), (1,)), ((3,), (5,)),
+])
+def test_linear_bias_broadcasts_like_torch(torch, x_shape, b_shape):
+    rng = np.random.default_rng(1)
+    x, tx = _pair(torch, rng.standard_normal(x_shape))
+    w, tw = _pair(torch, rng.standard_normal((5, 3)))
+    b, tb = _pair(torch, rng.standard_normal(b_shape))
+    y, ty = F.linear(x, w, b), torch.nn.functional.linear(tx, tw, tb)
+    assert y.shape == tuple(ty.shape)
+    _close(y, ty)
+    (y * y).sum().backward()
+    (ty * ty).sum().backward()
+    for mine, ref in ((x, tx), (w, tw), (b, tb)):
+        assert mine.grad.shape == tuple(ref.grad.shape)
+        _close(mine.grad, ref.grad)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, b_shape, error, match", [
+    ((4, 3), (5, 2), None, ValueError, r"input of shape \(4, 3\).*weight of shape \(5, 2\)"),
+    ((4, 3), (5, 3), (3,), ValueError, r"bias of shape \(3,\).*output's shape \(4, 5\)"),
+    ((4, 3), (5, 3), (2, 4, 5), ValueError, r"bias of shape \(2, 4, 5\)"),
+    ((), (5, 3), None, ValueError, r"input of shape \(\)"),
+])
+def test_linear_refuses_what_torch_refuses(torch, x_shape, w_shape, b_shape, error, match):
+    args = [Tensor(np.ones(x_shape)), Tensor(np.ones(w_shape), requires_grad=True)]
+    targs = [torch.ones(x_shape, dtype=torch.float64), torch.ones(w_shape, dtype=torch.float64)]
+    if b_shape is not None:
+        args.append(Tensor(np.ones(b_shape), requires_grad=True))
+        targs.append(torch.ones(b_shape, dtype=torch.float64))
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.linear(*targs)
+    with pytest.raises(error, match=match):
+        F.linear(*args)
+    with pytest.raises(RuntimeError, match="same dtype; cast the input"):
+        F.linear(Tensor(np.ones((4, 3), np.float32)), Tensor(np.ones((5, 3))))
+
+
+def test_linear_with_a_one_dimensional_weight_says_how_to_write_it(torch):
+    # torch computes x @ w for a 1-D weight; here the error names that spelling
+    assert torch.nn.functional.linear(torch.ones(4, 3), torch.ones(3)).shape == (4,)
+    with pytest.raises(ValueError, match=r"weight of shape \(3,\) is 1-D.*x @ w"):
+        F.linear(Tensor(np.ones((4, 3))), Tensor(np.ones(3)))
+
+
 def test_manual_sgd_over_linear_parameters_trains_like_torch(torch):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((16, 3))

@@ -210,7 +210,8 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
         e0 = node._edge0
         if e0 is FREED:
             raise _freed_graph(node)
-        parents = node._edges or (e0, node._edge1)
+        many = node._edges  # (an op of three or more inputs)
+        parents = many or (e0, node._edge1)
         if g is not None:
             if watch:
                 if hooked and node._hooks:
@@ -288,10 +289,20 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                 else:
                     _deliver_leaf(p, gp, wanted, captured)
         g = results = gp = prev = into = None  # drop this step's arrays before the next node
-        if not retain_graph:  # free what the node kept: its edges, its saved values
+        if not retain_graph:
+            # free what the node kept: its edges and its saved values, those it has (giving a
+            # node an attribute it never had costs more than the whole check)
             node._edge0 = FREED
-            node._edge1 = node._edges = None
-            node._inputs = node._out = node._saved = FREED
+            if many is not None:
+                node._edges = None
+            elif parents[1] is not None:
+                node._edge1 = None
+            if node._inputs:
+                node._inputs = FREED
+            if node._out is not None:
+                node._out = FREED
+            if not node._raw:
+                node._saved = FREED
     if hooked:
         for leaf in [k for k in captured if isinstance(k, Tensor)
                      and getattr(k, "_hooks", None)]:

@@ -1301,34 +1301,42 @@ class MatMul(Primitive):
 class Linear(Primitive):
     """Fused affine map ``y = x @ Wᵀ + b``; x (..., in), W (out, in), b (out,) or None.
 
-    dx = g @ W, dW = gᵀ x (over all leading axes), db = Σ g.
+    dx = g @ W, dW = gᵀ x (over all leading axes), db = Σ g. As in torch, the bias may be
+    any shape that broadcasts to the output's without growing it (a (1,) bias is shared by
+    every output); its gradient is then ``g`` summed down to that shape.
     """
 
     save_inputs = (0, 1)
     save_for = ((1,), (0,))  # x is read only for dW, W only for dx
+    full_bias = False  # the bias is not a row of out values: its gradient is g, summed down
+    # to its shape by the engine (``unbroadcast``)
 
     @staticmethod
     def forward(ctx, x, w, b=None):
-        if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
+        # the common case costs four comparisons; what they let through is checked by NumPy
+        # (mismatched shapes raise) and reported below in torch's terms
+        dt = w.dtype
+        if w.ndim != 2 or x.ndim == 0 or x.dtype is not dt \
+                or (b is not None and b.dtype is not dt):
+            _check_linear(x, w, b)
+        try:
+            out = x.dot(w.T) if x.ndim <= 2 else x @ w.T
+        except ValueError:
             raise ValueError(
                 f"linear: input of shape {x.shape} does not match weight of shape {w.shape} "
-                f"(expected (..., {w.shape[-1] if w.ndim else '?'}) for weight (out, in))"
-            )
-        dt = w.dtype
-        if (x.dtype is not dt and x.dtype != dt) or (b is not None and b.dtype is not dt
-                                                    and b.dtype != dt):
-            raise RuntimeError(
-                f"linear: input ({x.dtype}), weight ({w.dtype})"
-                + (f" and bias ({b.dtype})" if b is not None else "")
-                + " must have the same dtype; cast the input first (e.g. x.float())"
-            )
-        if b is not None and b.shape != (w.shape[0],):
-            raise ValueError(f"linear: bias of shape {b.shape} does not match weight {w.shape}")
-        # (ndarray.dot is matmul for a matrix operand, with less overhead per call than @ or
-        # np.dot, which passes through a Python dispatcher first)
-        out = x.dot(w.T) if x.ndim <= 2 else x @ w.T
-        if b is not None and (out.size < _LARGE or _rowwise("add_row", out, b, True) is None):
-            out += b
+                f"(expected (..., {w.shape[1]}) for weight (out, in))"
+            ) from None
+        if b is not None:
+            if b.ndim != 1:
+                ctx.full_bias = True
+            if out.size < _LARGE or _rowwise("add_row", out, b, True) is None:
+                try:
+                    out += b
+                except ValueError:
+                    raise ValueError(
+                        f"linear: bias of shape {b.shape} does not broadcast to the output's "
+                        f"shape {out.shape} (weight {w.shape}: a bias of shape ({w.shape[0]},))"
+                    ) from None
         return out
 
     @staticmethod
@@ -1346,8 +1354,33 @@ class Linear(Primitive):
                 x2 = x.reshape((-1, x.shape[-1])) if x.ndim != 2 else x
                 gw = g2.T.dot(x2) if raw else g2.T @ x2
             if need_b:
-                gb = _sum(g2, (0,)) if raw else g2.sum(axis=0)
+                if ctx.full_bias:
+                    gb = g
+                else:
+                    gb = _sum(g2, (0,)) if raw else g2.sum(axis=0)
         return gx, gw, gb
+
+
+def _check_linear(x, w, b) -> None:
+    """Raise for what ``linear`` refuses, as torch does; return for equal dtypes that are
+    distinct dtype objects."""
+    if w.ndim == 1:
+        raise ValueError(
+            f"linear: weight of shape {w.shape} is 1-D; torch then computes x @ w: write "
+            f"x @ w (+ bias) for that, or pass a weight of shape (1, {w.shape[0]})"
+        )
+    if w.ndim != 2 or x.ndim == 0:
+        raise ValueError(
+            f"linear: input of shape {x.shape} does not match weight of shape {w.shape} "
+            f"(expected (..., {w.shape[-1] if w.ndim else '?'}) for weight (out, in))"
+        )
+    dt = w.dtype
+    if x.dtype != dt or (b is not None and b.dtype != dt):
+        raise RuntimeError(
+            f"linear: input ({x.dtype}), weight ({w.dtype})"
+            + (f" and bias ({b.dtype})" if b is not None else "")
+            + " must have the same dtype; cast the input first (e.g. x.float())"
+        )
 
 
 # ---------------------------------------------------------------------------- movement

@@ -183,6 +183,7 @@ def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tenso
         if isinstance(e0, Function):
             e0._uses += 1
     else:
+        ctx._edge0 = edges[0]  # (set here, so that freeing it later adds no attribute)
         ctx._edges = edges
         for e in edges:
             if isinstance(e, Function):
