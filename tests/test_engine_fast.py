@@ -779,3 +779,20 @@ def test_broadcast_view_is_numpys_broadcast_to(shape, data):
     assert not got.flags.writeable and np.shares_memory(got, a)
     bits = ops._broadcast_view(np.asfortranarray(np.ones((2, 1, 3))), (2, 4, 3))
     np.testing.assert_array_equal(bits, np.ones((2, 4, 3)))  # (not C-contiguous: NumPy's)
+
+
+@pytest.mark.parametrize("shape", [(32, 1), (7,), (5, 6, 7), (300, 200), (1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_a_full_sum_takes_numpys_bits(shape, dtype, layout):
+    a = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    if layout == "F":
+        a = np.asfortranarray(a)
+    elif layout == "strided":
+        a = a[::2] if a.shape[0] > 1 else a[:, ::-1]
+    axes = tuple(range(a.ndim))
+    want = np.add.reduce(a, axes)
+    got = ops._sum(a, axes)
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+    kept = ops._sum(a, axes, True)
+    assert kept.shape == (1,) * a.ndim and kept.tobytes() == np.asarray(want).tobytes()

@@ -8,7 +8,7 @@ import pytest
 
 import tinygrad_bn
 from tinygrad_bn import Tensor, nn, viz
-from tinygrad_bn.core.node import _grad_mode
+from tinygrad_bn.core.node import Hooks, _grad_mode
 from tinygrad_bn.nn import functional as F
 from tinygrad_bn.viz import annotate, render
 
@@ -137,6 +137,37 @@ def test_saved_values_and_trace_statistics(rng):
             (x * 2).sum()
         (x * 3).sum()
     assert (inner.count, outer.count) == (2, 4)
+
+
+def test_a_trace_sees_only_its_own_thread_and_always_closes():
+    import threading
+
+    x = Tensor(np.ones(3), requires_grad=True)
+    assert Hooks.traces == 0
+    with pytest.raises(KeyError):
+        with viz.trace():
+            assert Hooks.traces == 1
+            raise KeyError("inside")
+    assert Hooks.traces == 0 and _grad_mode.record is None  # closed by the error too
+    opened, done = threading.Event(), threading.Event()
+    counts = []
+
+    def other():
+        with viz.trace() as tr:
+            opened.set()
+            done.wait(5)
+            (x * 5).sum()
+        counts.append(tr.count)
+
+    t = threading.Thread(target=other)
+    t.start()
+    opened.wait(5)
+    assert Hooks.traces == 1  # open in the other thread: this thread's nodes are not traced
+    y = x * 2
+    assert annotate.stats_of(y._ctx) is None
+    done.set()
+    t.join()
+    assert counts == [2] and Hooks.traces == 0
 
 
 # -------------------------------------------------------------------- never hangs

@@ -168,6 +168,7 @@ class Changes:
 class Hooks:
     live = 0  # how many register_hook() functions exist: backward looks for none while 0
     retains = 0  # retain_grad() calls so far: backward looks for retained Tensors after one
+    traces = 0  # viz.trace() blocks open in any thread: new nodes look for one only while > 0
 
 
 def inplace_error(node, what: str, shape, version) -> RuntimeError:

@@ -254,6 +254,8 @@ _ROWS_MAX = 1 << 21  # elements: up to here a matrix-vector product took the sam
 def _sum(a, axes, keepdims=False):
     """``Σ a`` over ``axes`` (a tuple) of an ndarray, in its dtype: ``_sum_leading`` where it
     applies, else ``np.add.reduce`` (without ``ndarray.sum``'s wrapper)."""
+    if not keepdims and len(axes) == a.ndim:  # all of it (a loss): nothing to look up
+        return np.add.reduce(a, None)
     out = _sum_leading(a, axes, keepdims)
     return np.add.reduce(a, axes, None, None, keepdims) if out is None else out
 

@@ -201,9 +201,10 @@ def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tenso
     sc = _grad_mode.scope
     if sc is not None:
         ctx.scope = sc
-    rec = _grad_mode.record
-    if rec is not None:  # viz.trace() is open
-        rec(ctx, out)
+    if Hooks.traces:  # viz.trace() is open somewhere: in this thread?
+        rec = _grad_mode.record
+        if rec is not None:
+            rec(ctx, out)
     return t
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.autograd import _run, unbroadcast
-from ..core.node import _grad_mode, no_grad
+from ..core.node import Hooks, _grad_mode, no_grad
 from ..core.tensor import Tensor
 from .model import Graph, _key
 
@@ -59,10 +59,12 @@ class trace:
     def __enter__(self) -> "trace":
         self._prev = _grad_mode.record
         _grad_mode.record = self._record
+        Hooks.traces += 1
         return self
 
     def __exit__(self, *exc):
         _grad_mode.record = self._prev
+        Hooks.traces -= 1
         return False
 
     def _record(self, node, data) -> None:
