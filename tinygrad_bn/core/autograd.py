@@ -288,7 +288,8 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                     captured[p] = gp if prev is None else _sum_into(prev, gp)
                 else:
                     _deliver_leaf(p, gp, wanted, captured)
-        g = results = gp = prev = into = None  # drop this step's arrays before the next node
+        g = results = into = None  # drop this step's arrays before the next node (what gp
+        # and prev hold lives on in grads, nxt_g or captured)
         if not retain_graph:
             # free what the node kept: its edges and its saved values, those it has (giving a
             # node an attribute it never had costs more than the whole check)

@@ -141,12 +141,12 @@ def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tenso
     its edges (each input's node counts one more use: see ``autograd._run``), and the output
     its shape, dtype, scope and trace statistics.
     """
+    n = len(edges)  # (one per input, as datas)
     if ctx is None:
         ctx = fn()
         ctx.needs_input_grad = needs
         # (spelled out for one to three inputs: a call with *datas costs more than the rest
         # of this line)
-        n = len(datas)
         if params:
             out = fn.forward(ctx, *datas, **params)
         elif n == 2:
@@ -169,7 +169,7 @@ def _record(fn, args, params, datas, edges, needs, ctx=None, out=None) -> "Tenso
             ctx._seq = Changes.last  # saved Tensors changed in place after this are stale
         if keep_out:
             ctx._out = out
-    n = len(edges)  # the edges, kept in the node itself (see Function)
+    # the edges, kept in the node itself (see Function)
     if n == 2:
         e0, e1 = edges
         ctx._edge0 = e0
