@@ -31,6 +31,11 @@ CHAIN_BUILD_VS_TORCH = 1.5
 
 
 def mlp_workloads():
+    # A process with the fast extra loads the compiled loops on its first large array, and
+    # from then on they serve small ones too (tanh's gradient here). Loading them here makes
+    # this step the same alone as after bench_norms' rows (TINYGRAD_BN_KERNELS=numpy: the
+    # NumPy path).
+    ops._loops()
     rng = np.random.default_rng(0)
     X = rng.standard_normal((32, 2)).astype(np.float32)
     Y = rng.standard_normal((32, 1)).astype(np.float32)

@@ -141,12 +141,75 @@ def test_the_relu_loop_is_torchs_threshold_backward(dtype):
     y = np.array([np.nan, -1.0, -0.0, 0.0, 2.0, np.inf, 1e-45, -np.inf] * 3, dtype)
     g = np.array([5.0, np.nan, -3.0, np.inf, -2.0, np.nan, -0.0, 1.0] * 3, dtype)
     want = np.where(y <= 0, dtype(0), g)  # nan output: the gradient flows (as torch)
+    _both_ways(k, "relu_grad", g, y, want)
+
+
+def _both_ways(k, name, g, y, want):
+    """Loop ``name`` into a new array and its in-place twin into a copy of ``g``: both give
+    ``want``'s bits."""
     out = np.empty_like(g)
-    k.relu_grad(g, y, out)
+    getattr(k, name)(g, y, out)
     _same_bits(out, want)
     gg = g.copy()
-    k.relu_grad_(gg, y)
+    getattr(k, name + "_")(gg, y)
     _same_bits(gg, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(FLOATS), st.sampled_from([(7,), (32, 16), (3, 4, 5), (1, 1), (0, 3)]),
+       st.booleans(), st.integers(0, 2**31))
+def test_the_tanh_gradient_loop_is_numpy_bit_for_bit(dtype, shape, edges, seed):
+    k = ops._loops()
+    if k is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(seed)
+    g, y = _values(rng, shape, dtype, edges), _values(rng, shape, dtype, edges)
+    with np.errstate(all="ignore"):
+        want = g * (dtype(1) - y * y)
+    _both_ways(k, "tanh_grad", g, y, want)
+
+
+@pytest.mark.parametrize("case", ["lent", "owned", "not contiguous", "float16", "mixed",
+                                  "graph mode", "no loops"])
+def test_tanh_backward_with_and_without_the_loop(loops, monkeypatch, case):
+    """A small gradient goes through the loop once the loops are loaded (into g when the
+    engine owns it); what does not fit stays on NumPy's three calls, with the same bits."""
+    rng = np.random.default_rng(4)
+    dtype = np.float16 if case == "float16" else np.float32
+    x = Tensor(rng.standard_normal((32, 16)).astype(dtype), requires_grad=True)
+    up = rng.standard_normal((32, 16)).astype(np.float64 if case == "mixed" else dtype)
+    if case == "not contiguous":
+        up = np.asfortranarray(up)
+    if case == "no loops":
+        monkeypatch.setattr(ops, "_KERNELS", False)
+    y = x.tanh()
+    yd = y.data.copy()
+    if case == "owned":  # a gradient the engine made: the loop writes into it
+        (y * Tensor(up)).sum().backward()
+    elif case == "graph mode":
+        (gx,) = tg.grad(y, x, Tensor(up), create_graph=True)
+        assert gx.requires_grad
+        x.grad = gx.data
+    else:  # the user's array: lent read-only, so the loop writes a new one
+        y.backward(up)
+    with np.errstate(all="ignore"):
+        want = (up.astype(dtype) if case == "mixed" else up) * (dtype(1) - yd * yd)
+    _same_bits(x.grad, want)  # (a float64 gradient is cast to the output's dtype first)
+    # (in place, new array): the cast of a float64 gradient is an array the engine owns
+    expected = {"lent": (0, 1), "owned": (1, 0), "mixed": (1, 0)}.get(case, (0, 0))
+    assert (loops["tanh_grad_"], loops["tanh_grad"]) == expected
+
+
+def test_tanh_gradient_with_the_loop_matches_torch(loops, torch):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((8, 5))
+    up = rng.standard_normal((8, 5))
+    tx = torch.tensor(a, requires_grad=True)
+    torch.tanh(tx).backward(torch.tensor(up))
+    t = Tensor(a, requires_grad=True)
+    t.tanh().backward(up)
+    assert loops["tanh_grad"] == 1
+    np.testing.assert_allclose(t.grad, tx.grad.numpy(), rtol=1e-14, atol=0)
 
 
 # -------------------------------------------------------------- the ops that call them
@@ -309,7 +372,21 @@ def test_big_endian_arrays_stay_on_numpy(loops):
     assert ops._row_pair(a, r) is None
     np.testing.assert_array_equal(ops.Sub.forward(None, a, r), a - r)
     assert ops._relu_grad_loop(a.reshape(-1).copy(), a.reshape(-1)) is None
+    assert ops._tanh_grad_loop(a.copy(), a) is None
     assert sum(loops.values()) == 0
+
+
+def test_once_loaded_the_elementwise_loops_serve_small_arrays(loops):
+    """The loops load on the first large array; from then on ReLU and tanh take them for any
+    size (one call costs less than NumPy's several), with NumPy's bits."""
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((4, 5)).astype(np.float32)
+    up = rng.standard_normal((4, 5)).astype(np.float32)
+    t = Tensor(a, requires_grad=True)
+    t.relu().backward(up)
+    np.testing.assert_array_equal(t.grad, np.where(a > 0, up, np.float32(0)))
+    assert loops["relu"] == 1 and loops["relu_grad"] == 1
+    _same_bits(ops.ReLU.forward(None, a), np.maximum(a, 0))
 
 
 @settings(max_examples=40, deadline=None)

@@ -19,7 +19,9 @@ to the input's dtype: at least as close to the exact sum as NumPy's.
 Conventions: ``a``, ``g``, ``y`` are C-contiguous (M, C) arrays (the caller views (..., C)
 as (M, C)), ``r`` is a contiguous (C,) row of the same dtype, ``out`` a new (M, C) array.
 ``ops`` imports this module on the first large op that fits (``ops._loops``); with
-``TINYGRAD_BN_KERNELS=numpy`` or without numba it never does.
+``TINYGRAD_BN_KERNELS=numpy`` or without numba it never does. Once imported, the flat
+elementwise loops (ReLU, tanh's gradient) serve small arrays too: one call costs less than
+NumPy's two or three.
 """
 from __future__ import annotations
 
@@ -209,6 +211,25 @@ def relu_grad(g, y, out):
             out[i] = 0
         else:
             out[i] = g[i]
+
+
+@_compiled
+def tanh_grad(g, y, out):
+    """``out = g · (1 − y·y)`` (tanh's gradient): NumPy's three operations in its order, bit
+    for bit. Arrays of one shape, C-contiguous, any number of axes."""
+    one = y.dtype.type(1)
+    g1, y1, out1 = g.reshape(-1), y.reshape(-1), out.reshape(-1)
+    for i in range(g1.shape[0]):
+        out1[i] = g1[i] * (one - y1[i] * y1[i])
+
+
+@_compiled
+def tanh_grad_(g, y):
+    """``tanh_grad`` into ``g``."""
+    one = y.dtype.type(1)
+    g1, y1 = g.reshape(-1), y.reshape(-1)
+    for i in range(g1.shape[0]):
+        g1[i] = g1[i] * (one - y1[i] * y1[i])
 
 
 @_compiled

@@ -882,9 +882,34 @@ class Tanh(Primitive):
     @staticmethod
     def backward(ctx, g):
         y = ctx.output()
-        if type(y) is np.ndarray:  # (1 as an array of y's dtype: a Python float costs more)
+        if type(y) is np.ndarray:
+            if type(g) is np.ndarray and (_KERNELS or g.size >= _LARGE):
+                ga = _tanh_grad_loop(g, y)  # one compiled pass (three NumPy calls below)
+                if ga is not None:
+                    return (ga,)
+            # (1 as an array of y's dtype: a Python float costs more)
             return (g * (_const(1, y.dtype) - y * y),)
         return (g * (1.0 - y * y),)
+
+
+def _tanh_grad_loop(g, y):
+    """``g · (1 − y²)`` by one compiled loop, into ``g`` itself when the engine lent it to
+    this node alone; None when the loops are not there or the arrays are not C-contiguous
+    float32/float64 arrays of one shape and dtype. Once the loops are loaded it is used for
+    any size: on a few hundred values one call costs less than NumPy's three."""
+    k = _KERNELS or _loops()
+    if not k or g.dtype is not y.dtype or g.dtype not in LOOP_DTYPES or g.shape != y.shape \
+            or not y.flags.c_contiguous:
+        return None
+    flags = g.flags  # (read once: each read makes an object)
+    if not flags.c_contiguous:
+        return None
+    if g.base is None and flags.writeable:  # (_reusable: the engine lent g to this node)
+        k.tanh_grad_(g, y)
+        return g
+    out = np.empty(g.shape, g.dtype)
+    k.tanh_grad(g, y, out)
+    return out
 
 
 class Sigmoid(Primitive):
@@ -915,7 +940,7 @@ class ReLU(Primitive):
     def forward(ctx, a):
         if a.dtype == np.bool_:
             raise RuntimeError("Boolean inputs not supported for relu")
-        if a.size >= _LARGE:
+        if _KERNELS or a.size >= _LARGE:  # (once loaded, the loops serve any size)
             out = _relu_loop(a)  # a compiled loop: one pass (np.maximum is slow here)
             if out is not None:
                 return out
@@ -929,7 +954,7 @@ class ReLU(Primitive):
     @staticmethod
     def backward(ctx, g):
         y = _data(ctx.output())
-        if _large(g):
+        if type(g) is np.ndarray and (_KERNELS or g.size >= _LARGE):
             ga = _relu_grad_loop(g, y)  # a compiled loop: one pass
             if ga is not None:
                 return (ga,)
