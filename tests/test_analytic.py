@@ -175,6 +175,8 @@ def test_node_saves_xhat_and_rstd_and_frees_them(monkeypatch):
     np.testing.assert_allclose(x.grad, 2 * first, **TOL)
     with pytest.raises(RuntimeError, match="second time"):
         y.backward(np.ones((5, 3)))
+    with pytest.raises(RuntimeError, match="freed"):  # x̂ was let go of, not kept for later
+        node.saved_tensors
 
 
 def test_no_affine_output_and_no_grad_mode():

@@ -302,7 +302,7 @@ def _run(roots: list, root_grads: list, *, retain_graph: bool, graph_mode: bool,
                 node._inputs = FREED
             if node._out is not None:
                 node._out = FREED
-            if not node._raw:
+            if node._saved:  # (save_for_backward: user Functions, the fused norms)
                 node._saved = FREED
     if hooked:
         for leaf in [k for k in captured if isinstance(k, Tensor)
