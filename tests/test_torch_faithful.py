@@ -86,6 +86,21 @@ def test_linear_bias_broadcasts_like_torch(torch, x_shape, b_shape):
         _close(mine.grad, ref.grad)
 
 
+@pytest.mark.parametrize("b_shape", [(1,), (4, 5)])
+def test_linear_broadcast_bias_differentiates_twice_like_torch(torch, b_shape):
+    rng = np.random.default_rng(2)
+    x, tx = _pair(torch, rng.standard_normal((4, 3)))
+    w, tw = _pair(torch, rng.standard_normal((5, 3)))
+    b, tb = _pair(torch, rng.standard_normal(b_shape))
+    (gb,) = grad((F.linear(x, w, b) ** 2).sum(), b, create_graph=True)
+    (tgb,) = torch.autograd.grad((torch.nn.functional.linear(tx, tw, tb) ** 2).sum(), tb,
+                                 create_graph=True)
+    _close(gb, tgb)
+    (gx,) = grad((gb * gb).sum(), x)
+    (tgx,) = torch.autograd.grad((tgb * tgb).sum(), tx)
+    _close(gx, tgx)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, b_shape, error, match", [
     ((4, 3), (5, 2), None, ValueError, r"input of shape \(4, 3\).*weight of shape \(5, 2\)"),
     ((4, 3), (5, 3), (3,), ValueError, r"bias of shape \(3,\).*output's shape \(4, 5\)"),

@@ -346,10 +346,10 @@ def _loops():
 
 
 def loops_for(size: int):
-    """The compiled loops for an array of ``size`` elements outside the graph (running
-    statistics, optimizer steps): once loaded, for any size (a loop costs less than two NumPy
-    calls even on a few values); an array of ``_LARGE`` elements or more loads them; else
-    None."""
+    """The compiled loops for an array of ``size`` elements, for the loops that need no row
+    (running statistics, optimizer steps, ReLU, tanh's gradient): once loaded, for any size
+    (a loop costs less than two NumPy calls even on a few values); an array of ``_LARGE``
+    elements or more loads them; else None."""
     if _KERNELS is None and size >= _LARGE:
         return _loops()
     return _KERNELS or None
@@ -883,7 +883,7 @@ class Tanh(Primitive):
     def backward(ctx, g):
         y = ctx.output()
         if type(y) is np.ndarray:
-            if type(g) is np.ndarray and (_KERNELS or g.size >= _LARGE):
+            if type(g) is np.ndarray and loops_for(g.size):
                 ga = _tanh_grad_loop(g, y)  # one compiled pass (three NumPy calls below)
                 if ga is not None:
                     return (ga,)
@@ -895,9 +895,8 @@ class Tanh(Primitive):
 def _tanh_grad_loop(g, y):
     """``g · (1 − y²)`` by one compiled loop, into ``g`` itself when the engine lent it to
     this node alone; None when the loops are not there or the arrays are not C-contiguous
-    float32/float64 arrays of one shape and dtype. Once the loops are loaded it is used for
-    any size: on a few hundred values one call costs less than NumPy's three."""
-    k = _KERNELS or _loops()
+    float32/float64 arrays of one shape and dtype."""
+    k = _loops()
     if not k or g.dtype is not y.dtype or g.dtype not in LOOP_DTYPES or g.shape != y.shape \
             or not y.flags.c_contiguous:
         return None
@@ -940,7 +939,7 @@ class ReLU(Primitive):
     def forward(ctx, a):
         if a.dtype == np.bool_:
             raise RuntimeError("Boolean inputs not supported for relu")
-        if _KERNELS or a.size >= _LARGE:  # (once loaded, the loops serve any size)
+        if loops_for(a.size):
             out = _relu_loop(a)  # a compiled loop: one pass (np.maximum is slow here)
             if out is not None:
                 return out
@@ -954,7 +953,7 @@ class ReLU(Primitive):
     @staticmethod
     def backward(ctx, g):
         y = _data(ctx.output())
-        if type(g) is np.ndarray and (_KERNELS or g.size >= _LARGE):
+        if type(g) is np.ndarray and loops_for(g.size):
             ga = _relu_grad_loop(g, y)  # a compiled loop: one pass
             if ga is not None:
                 return (ga,)
@@ -1346,6 +1345,8 @@ class Linear(Primitive):
         if w.ndim != 2 or x.ndim == 0 or x.dtype is not dt \
                 or (b is not None and b.dtype is not dt):
             _check_linear(x, w, b)
+        # (ndarray.dot is matmul for a matrix operand, with less overhead per call than @ or
+        # np.dot, which passes through a Python dispatcher first)
         try:
             out = x.dot(w.T) if x.ndim <= 2 else x @ w.T
         except ValueError:
