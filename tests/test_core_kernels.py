@@ -371,8 +371,8 @@ def test_big_endian_arrays_stay_on_numpy(loops):
     r = np.arange(256, dtype=">f4")
     assert ops._row_pair(a, r) is None
     np.testing.assert_array_equal(ops.Sub.forward(None, a, r), a - r)
-    assert ops._relu_grad_loop(a.reshape(-1).copy(), a.reshape(-1)) is None
-    assert ops._tanh_grad_loop(a.copy(), a) is None
+    assert ops._flat_grad_loop("relu_grad", a.reshape(-1).copy(), a.reshape(-1)) is None
+    assert ops._flat_grad_loop("tanh_grad", a.copy(), a) is None
     assert sum(loops.values()) == 0
 
 

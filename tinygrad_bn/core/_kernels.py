@@ -190,33 +190,45 @@ def div_row_and_sum_(g, r, y):
 
 
 # ------------------------------------------------------------------------ flat arrays
+# C-contiguous arrays of one shape, any number of axes, taken flat (a view made inside the
+# loop costs nothing; one made by the caller costs a Python call per array).
 @_compiled
 def relu(a, out):
-    """``out = 0 if a < 0 else a`` (torch's relu: nan stays nan, -0 stays -0). 1-d arrays."""
-    for i in range(a.shape[0]):
-        v = a[i]
+    """``out = 0 if a < 0 else a`` (torch's relu: nan stays nan, -0 stays -0)."""
+    a1, out1 = a.reshape(-1), out.reshape(-1)
+    for i in range(a1.shape[0]):
+        v = a1[i]
         if v < 0:
-            out[i] = 0
+            out1[i] = 0
         else:
-            out[i] = v
+            out1[i] = v
 
 
 @_compiled
 def relu_grad(g, y, out):
     """``out = g`` where ``y > 0``, +0 elsewhere (torch's ``threshold_backward``: a nan or
-    negative gradient where nothing flows back gives +0; where y is nan, g flows). 1-d
-    arrays of one length."""
-    for i in range(g.shape[0]):
-        if y[i] <= 0:
-            out[i] = 0
+    negative gradient where nothing flows back gives +0; where y is nan, g flows)."""
+    g1, y1, out1 = g.reshape(-1), y.reshape(-1), out.reshape(-1)
+    for i in range(g1.shape[0]):
+        if y1[i] <= 0:
+            out1[i] = 0
         else:
-            out[i] = g[i]
+            out1[i] = g1[i]
+
+
+@_compiled
+def relu_grad_(g, y):
+    """``relu_grad`` into ``g``."""
+    g1, y1 = g.reshape(-1), y.reshape(-1)
+    for i in range(g1.shape[0]):
+        if y1[i] <= 0:
+            g1[i] = 0
 
 
 @_compiled
 def tanh_grad(g, y, out):
     """``out = g · (1 − y·y)`` (tanh's gradient): NumPy's three operations in its order, bit
-    for bit. Arrays of one shape, C-contiguous, any number of axes."""
+    for bit."""
     one = y.dtype.type(1)
     g1, y1, out1 = g.reshape(-1), y.reshape(-1), out.reshape(-1)
     for i in range(g1.shape[0]):
@@ -230,14 +242,6 @@ def tanh_grad_(g, y):
     g1, y1 = g.reshape(-1), y.reshape(-1)
     for i in range(g1.shape[0]):
         g1[i] = g1[i] * (one - y1[i] * y1[i])
-
-
-@_compiled
-def relu_grad_(g, y):
-    """``relu_grad`` into ``g``."""
-    for i in range(g.shape[0]):
-        if y[i] <= 0:
-            g[i] = 0
 
 
 @_compiled

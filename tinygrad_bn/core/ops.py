@@ -883,32 +883,13 @@ class Tanh(Primitive):
     def backward(ctx, g):
         y = ctx.output()
         if type(y) is np.ndarray:
-            if type(g) is np.ndarray and loops_for(g.size):
-                ga = _tanh_grad_loop(g, y)  # one compiled pass (three NumPy calls below)
+            if type(g) is np.ndarray:
+                ga = _flat_grad_loop("tanh_grad", g, y)  # one compiled pass (three below)
                 if ga is not None:
                     return (ga,)
             # (1 as an array of y's dtype: a Python float costs more)
             return (g * (_const(1, y.dtype) - y * y),)
         return (g * (1.0 - y * y),)
-
-
-def _tanh_grad_loop(g, y):
-    """``g · (1 − y²)`` by one compiled loop, into ``g`` itself when the engine lent it to
-    this node alone; None when the loops are not there or the arrays are not C-contiguous
-    float32/float64 arrays of one shape and dtype."""
-    k = _loops()
-    if not k or g.dtype is not y.dtype or g.dtype not in LOOP_DTYPES or g.shape != y.shape \
-            or not y.flags.c_contiguous:
-        return None
-    flags = g.flags  # (read once: each read makes an object)
-    if not flags.c_contiguous:
-        return None
-    if g.base is None and flags.writeable:  # (_reusable: the engine lent g to this node)
-        k.tanh_grad_(g, y)
-        return g
-    out = np.empty(g.shape, g.dtype)
-    k.tanh_grad(g, y, out)
-    return out
 
 
 class Sigmoid(Primitive):
@@ -939,10 +920,9 @@ class ReLU(Primitive):
     def forward(ctx, a):
         if a.dtype == np.bool_:
             raise RuntimeError("Boolean inputs not supported for relu")
-        if loops_for(a.size):
-            out = _relu_loop(a)  # a compiled loop: one pass (np.maximum is slow here)
-            if out is not None:
-                return out
+        out = _relu_loop(a)  # a compiled loop: one pass (np.maximum is slow here)
+        if out is not None:
+            return out
         out = np.maximum(a, 0)
         if a.dtype.kind == "f" and a.ndim:
             zero = a == 0
@@ -953,8 +933,8 @@ class ReLU(Primitive):
     @staticmethod
     def backward(ctx, g):
         y = _data(ctx.output())
-        if type(g) is np.ndarray and loops_for(g.size):
-            ga = _relu_grad_loop(g, y)  # a compiled loop: one pass
+        if type(g) is np.ndarray:
+            ga = _flat_grad_loop("relu_grad", g, y)  # a compiled loop: one pass
             if ga is not None:
                 return (ga,)
         drop = y <= 0  # (not ``y > 0``: where the output is nan the gradient flows, as torch)
@@ -983,29 +963,34 @@ def _kept(g, drop):
 
 
 def _relu_loop(a):
-    """``ReLU.forward`` by one compiled loop for a contiguous float32/float64 array; None
-    when the loops are not there or the array is another kind."""
-    k = _loops()
+    """``ReLU.forward`` by one compiled loop for a contiguous float32/float64 array (when
+    ``loops_for`` its size gives the loops); None otherwise."""
+    k = loops_for(a.size)
     if not k or a.dtype not in LOOP_DTYPES or not a.flags.c_contiguous:
         return None
     out = np.empty(a.shape, a.dtype)
-    k.relu(a.reshape(-1), out.reshape(-1))
+    k.relu(a, out)
     return out
 
 
-def _relu_grad_loop(g, y):
-    """ReLU's gradient (``_kept(g, y <= 0)``) by one compiled loop, into ``g`` itself when
-    the engine lent it to this node alone; None when the loops are not there or the arrays
-    are not contiguous float32/float64 arrays of one dtype."""
-    k = _loops()
+def _flat_grad_loop(name: str, g, y):
+    """A unary op's gradient from ``g`` and its saved output ``y`` by the flat loop ``name``
+    of ``_kernels`` (``relu_grad``, ``tanh_grad``; when ``loops_for`` g's size gives the
+    loops): into ``g`` itself when the engine lent it to this node alone (``_reusable``),
+    else into a new array; None when the arrays are not C-contiguous float32/float64 arrays
+    of one shape and dtype."""
+    k = loops_for(g.size)
     if not k or type(y) is not np.ndarray or y.dtype is not g.dtype \
-            or g.dtype not in LOOP_DTYPES or not (g.flags.c_contiguous and y.flags.c_contiguous):
+            or g.dtype not in LOOP_DTYPES or g.shape != y.shape or not y.flags.c_contiguous:
         return None
-    if _reusable(g, y):
-        k.relu_grad_(g.reshape(-1), y.reshape(-1))
+    flags = g.flags  # (read once: each read makes an object)
+    if not flags.c_contiguous:
+        return None
+    if g.base is None and flags.writeable:  # (_reusable, y's dtype being g's)
+        getattr(k, name + "_")(g, y)
         return g
     out = np.empty(g.shape, g.dtype)
-    k.relu_grad(g.reshape(-1), y.reshape(-1), out.reshape(-1))
+    getattr(k, name)(g, y, out)
     return out
 
 
